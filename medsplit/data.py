@@ -1,0 +1,55 @@
+"""What a party's data looks like to the engine: row-aligned tables that yield batches of tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+
+__all__ = ["BatchSource", "TensorTable", "SiteData", "batch_order"]
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Rows of one party's data: ``batch(indices)`` returns {key: tensor with len(indices) rows}."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]: ...
+
+
+class TensorTable:
+    """An in-memory BatchSource: equal-length tensors by key (data keys and label keys)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        lengths = {k: int(v.shape[0]) for k, v in tensors.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"TensorTable columns have different lengths: {lengths}")
+        self.tensors = tensors
+        self._len = next(iter(lengths.values()), 0)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {k: v.index_select(0, idx) for k, v in self.tensors.items()}
+
+
+@dataclass
+class SiteData:
+    """A site's training and validation rows. Vertical sites hold the same patients in the same row order."""
+
+    train: BatchSource
+    val: BatchSource
+
+
+def batch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
+    """Row indices of each batch. Depends only on (n, seed, epoch), so aligned sites batch alike."""
+    if shuffle:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=gen).tolist()
+    else:
+        perm = list(range(n))
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]

@@ -1,0 +1,319 @@
+"""The in-process engine: one training loop for every topology, run sequentially or one thread per party."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Literal, Mapping
+
+import torch
+
+from .data import SiteData, batch_order
+from .errors import DataError, MedsplitError, TransportError
+from .meter import Meter
+from .party import OptimizerFactory, PartyRunner, default_optimizer
+from .plan import Op, Plan, compile_topology
+from .topology import Topology
+from .transport import LocalTransport, Transport
+from .wire import Wire
+
+__all__ = ["SplitTrainer", "Unit", "EpochRecord"]
+
+
+@dataclass
+class Unit:
+    """One step (or weight sync) of the global schedule: its ops, and each taking-part site's batch."""
+
+    step: int
+    phase: str
+    ops: list[Op]
+    batches: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def parties(self) -> list[str]:
+        return list(dict.fromkeys(op.party for op in self.ops))
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch produced: mean train loss and validation metrics per task, dCor per leaky cut."""
+
+    epoch: int
+    train_loss: dict[str, float]
+    metrics: dict[str, dict[str, float]]
+    dcor: dict[str, float]
+    seconds: float
+    steps: int
+
+
+class SplitTrainer:
+    """Trains a topology with every party in this process, over a Transport (local by default).
+
+    ``executor="sequential"`` runs the global op list in one thread; ``"threaded"`` gives each party its
+    own thread, so sites compute concurrently and only wait on their own messages, as separate processes
+    would. Both produce identical numbers, because each party executes its ops in the same order.
+
+    Concurrent sites and the server: each message names its step; a party keeps state per step and
+    executes a step's forward, backward and update before the next step's ops (serialised steps). With
+    SplitFed the server therefore processes the sites' steps one after another in a fixed order, while
+    the sites compute their own segments in parallel: a server segment is never updated between one
+    site's forward and backward.
+    """
+
+    def __init__(self, topology: Topology, data: Mapping[str, SiteData], *, transport: Transport | None = None,
+                 optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] = default_optimizer,
+                 batch_size: int = 32, seed: int = 0, executor: Literal["sequential", "threaded"] = "sequential",
+                 timeout: float = 60.0, shuffle: bool = True, meter: Meter | None = None) -> None:
+        self.plan: Plan = compile_topology(topology)
+        self.topology = topology
+        self.data = dict(data)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        if executor not in ("sequential", "threaded"):
+            raise MedsplitError(f"unknown executor '{executor}'", hint="use 'sequential' or 'threaded'")
+        self.executor = executor
+        self._check_data()
+        self.transport = transport or LocalTransport()
+        self.meter = meter or Meter()
+        self.wire = Wire(self.transport, self.meter, self.plan.allowed(), timeout=timeout)
+        factory = (lambda p: optimizer[p]) if isinstance(optimizer, Mapping) else (lambda p: optimizer)
+        self.runners = {p.name: PartyRunner(p.name, self.plan, self.wire, factory(p.name))
+                        for p in topology.parties}
+        self.step = 0  # every unit: training steps, evaluation batches, weight syncs
+        self.train_steps = 0
+        self.epoch = 0
+        self.history: list[EpochRecord] = []
+        if topology.schedule == "turns" and topology.replicas:
+            # One client model travels: every site starts from the first site's weights.
+            sites = topology.sites
+            self._run([Unit(self._next_step(), "sync", self.plan.handoff_ops(sites[0], sites[1:]))])
+
+    # --- data checks ---------------------------------------------------------------------------------
+
+    def _check_data(self) -> None:
+        for site in self.topology.sites:
+            party = self.plan.parties[site]
+            if site not in self.data:
+                raise DataError(f"site '{site}' has no data", hint="pass SiteData(train=..., val=...) for every site")
+            d = self.data[site]
+            for split in ("train", "val"):
+                rows = len(getattr(d, split))
+                if rows == 0:
+                    raise DataError(f"site '{site}' has no {split} rows",
+                                    hint="every site needs training and validation rows; check its data report")
+            sample = d.train.batch([0])
+            for key, shape in party.data.items():
+                if key not in sample:
+                    raise DataError(f"site '{site}' data lacks '{key}', which its party declares",
+                                    hint=f"its data has keys {sorted(sample)}")
+                if tuple(sample[key].shape[1:]) != tuple(shape):
+                    raise DataError(f"site '{site}' data '{key}' has per-sample shape "
+                                    f"{tuple(sample[key].shape[1:])}, but the topology declares {tuple(shape)}")
+            for label in party.labels:
+                if label not in sample:
+                    raise DataError(f"site '{site}' owns labels '{label}' but its data has no such column")
+        if self.topology.schedule == "joint" and len(self.topology.sites) > 1:
+            for split in ("train", "val"):
+                sizes = {s: len(getattr(self.data[s], split)) for s in self.topology.sites}
+                if len(set(sizes.values())) > 1:
+                    raise DataError(f"sites in a joint topology must hold the same patients in the same order, "
+                                    f"but their {split} rows differ: {sizes}",
+                                    hint="align the sites on their common patients first (private set "
+                                         "intersection) so that row k is the same patient everywhere")
+
+    # --- executing units -----------------------------------------------------------------------------
+
+    def _next_step(self) -> int:
+        self.step += 1
+        return self.step
+
+    def _run(self, units: list[Unit]) -> None:
+        if self.executor == "sequential" or len(units) == 0:
+            for unit in units:
+                for p in unit.parties:
+                    self.runners[p].begin(unit.step, unit.phase, unit.batches.get(p))
+                for op in unit.ops:
+                    self.runners[op.party].run(op, unit.step, unit.phase)
+                for p in unit.parties:
+                    self.runners[p].finish(unit.step)
+            return
+        parties = list(dict.fromkeys(p for u in units for p in u.parties))
+        errors: list[tuple[str, BaseException]] = []
+
+        def work(party: str) -> None:
+            runner = self.runners[party]
+            try:
+                for unit in units:
+                    if party not in unit.parties:
+                        continue
+                    runner.begin(unit.step, unit.phase, unit.batches.get(party))
+                    for op in unit.ops:
+                        if op.party == party:
+                            runner.run(op, unit.step, unit.phase)
+                    runner.finish(unit.step)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
+                errors.append((party, exc))
+                # Wake every party waiting on this one, instead of letting them time out.
+                self.transport.close(f"party '{party}' failed: {exc}")
+
+        threads = [threading.Thread(target=work, args=(p,), name=f"medsplit-{p}", daemon=True) for p in parties]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            first = next((e for e in errors if not isinstance(e[1], TransportError)), errors[0])
+            raise first[1]
+
+    # --- schedules -----------------------------------------------------------------------------------
+
+    def _train_units(self, epoch: int) -> Iterator[list[Unit]]:
+        """The epoch as groups of units, built lazily; units of one group may run concurrently (SplitFed)."""
+        sites = self.topology.sites
+        sched = self.topology.schedule
+        if sched == "joint":
+            n = len(self.data[sites[0]].train)
+            ops = self.plan.step_ops(sites)
+            for idx in batch_order(n, self.batch_size, self.seed, epoch, self.shuffle):
+                yield [self._unit(ops, {s: self.data[s].train.batch(idx) for s in sites})]
+            return
+        orders = {s: batch_order(len(self.data[s].train), self.batch_size, self.seed + i, epoch, self.shuffle)
+                  for i, s in enumerate(sites)}
+        if sched == "turns":
+            for i, site in enumerate(sites):
+                ops = self.plan.step_ops([site])
+                for idx in orders[site]:
+                    yield [self._unit(ops, {site: self.data[site].train.batch(idx)})]
+                if self.topology.replicas:
+                    # Hand the client on; after the last site, to everyone, so all evaluate the same model.
+                    nxt = [sites[i + 1]] if i + 1 < len(sites) else [s for s in sites if s != site]
+                    yield [Unit(self._next_step(), "sync", self.plan.handoff_ops(site, nxt))]
+            return
+        for t in range(max(len(o) for o in orders.values())):
+            yield [self._unit(self.plan.step_ops([s]), {s: self.data[s].train.batch(orders[s][t])})
+                   for s in sites if t < len(orders[s])]
+        if self.topology.replicas:
+            yield [Unit(self._next_step(), "sync", self.plan.average_ops(sites))]
+
+    def _unit(self, ops: list[Op], batches: dict, phase: str = "train") -> Unit:
+        return Unit(self._next_step(), phase, ops, batches)
+
+    def _eval_units(self, split: str) -> list[Unit]:
+        sites = self.topology.sites
+        if self.topology.schedule == "joint":
+            n = len(getattr(self.data[sites[0]], split))
+            ops = self.plan.step_ops(sites, "eval")
+            return [self._unit(ops, {s: getattr(self.data[s], split).batch(idx) for s in sites}, "eval")
+                    for idx in batch_order(n, self.batch_size, 0, 0, shuffle=False)]
+        units = []
+        for site in sites:
+            src = getattr(self.data[site], split)
+            ops = self.plan.step_ops([site], "eval")
+            units += [self._unit(ops, {site: src.batch(idx)}, "eval")
+                      for idx in batch_order(len(src), self.batch_size, 0, 0, shuffle=False)]
+        return units
+
+    # --- public API ----------------------------------------------------------------------------------
+
+    def steps_per_epoch(self) -> int:
+        """Training steps in one epoch (each site's batches, or the aligned batches of a joint topology)."""
+        sites = self.topology.sites
+        if self.topology.schedule == "joint":
+            sites = sites[:1]
+        return sum(math.ceil(len(self.data[s].train) / self.batch_size) for s in sites)
+
+    def train_epoch(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+        """One pass over every site's training rows. Returns the mean train loss per task."""
+        for group in self._train_units(self.epoch):
+            self._run(group)
+            self.train_steps += sum(1 for u in group if u.phase == "train")
+            if on_step and group[0].phase == "train":
+                on_step(len(group), self._last_losses())
+        for runner in self.runners.values():
+            runner.end_round()
+        self.epoch += 1
+        return self._collect_train_loss()
+
+    def _last_losses(self) -> dict[str, float]:
+        out = {}
+        for runner in self.runners.values():
+            for task, values in runner.train_loss.items():
+                if values:
+                    out[task] = values[-1][0]
+        return out
+
+    def _collect_train_loss(self) -> dict[str, float]:
+        sums: dict[str, list[float]] = {}
+        for runner in self.runners.values():
+            for task, (loss, n) in runner.pop_train_loss().items():
+                s = sums.setdefault(task, [0.0, 0])
+                s[0] += loss * n
+                s[1] += n
+        return {t: s / max(n, 1) for t, (s, n) in sums.items()}
+
+    def evaluate(self, split: str = "val") -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        """Validation metrics per task (pooled over heads, weighted by rows) and dCor per leaky cut."""
+        self._run(self._eval_units(split))
+        metrics: dict[str, dict[str, float]] = {}
+        dcor: dict[str, float] = {}
+        for runner in self.runners.values():
+            m, d = runner.pop_eval()
+            dcor.update(d)
+            for task, values in m.items():
+                if task not in metrics:
+                    metrics[task] = dict(values)
+                    continue
+                # A task whose heads sit at several sites (horizontal U-shaped): weight by rows.
+                total = metrics[task]["n"] + values["n"]
+                for k, v in values.items():
+                    if k != "n":
+                        metrics[task][k] = (metrics[task][k] * metrics[task]["n"] + v * values["n"]) / total
+                metrics[task]["n"] = total
+        return metrics, dcor
+
+    def fit(self, epochs: int, *, on_epoch: Callable[[EpochRecord], None] | None = None,
+            on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[EpochRecord]:
+        """Train ``epochs`` more epochs, evaluating after each. History is kept even if a step fails."""
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            start = self.train_steps
+            train_loss = self.train_epoch(on_step)
+            metrics, dcor = self.evaluate()
+            record = EpochRecord(self.epoch, train_loss, metrics, dcor, time.perf_counter() - t0,
+                                 self.train_steps - start)
+            self.history.append(record)
+            if on_epoch:
+                on_epoch(record)
+        return self.history
+
+    def flops_per_step(self) -> dict[str, int]:
+        """FLOPs of each party's segments (forward, backward, losses, defenses) in its first full step."""
+        return {p: int(r.flops_per_step or 0) for p, r in self.runners.items()}
+
+    def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Every segment's parameters, by segment name (for checkpoints and equivalence checks)."""
+        return {name: seg.module.state_dict() for name, seg in self.plan.segments.items() if seg.module is not None}
+
+    def summary(self) -> dict:
+        """The run's numbers, as written by ``medsplit demo --json``."""
+        last = self.history[-1] if self.history else None
+        return {
+            "metrics": {t: {k: _finite(v) for k, v in m.items()} for t, m in (last.metrics if last else {}).items()},
+            "train_loss": {t: _finite(v) for t, v in (last.train_loss if last else {}).items()},
+            "dcor": {s: _finite(v) for s, v in (last.dcor if last else {}).items()},
+            "history": [
+                {"epoch": r.epoch, "train_loss": r.train_loss, "metrics": r.metrics, "dcor": r.dcor,
+                 "seconds": round(r.seconds, 3), "steps": r.steps} for r in self.history],
+            "bytes": self.meter.bytes_by_party(),
+            "flops_per_step": self.flops_per_step(),
+            "compute_seconds": {p: round(r.compute_seconds, 3) for p, r in self.runners.items()},
+            "audit": self.meter.audit(),
+            "steps": self.train_steps,
+        }
+
+
+def _finite(v: float) -> float | None:
+    return None if isinstance(v, float) and math.isnan(v) else v

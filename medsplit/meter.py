@@ -1,0 +1,107 @@
+"""Metering and audit: every tensor that crosses a party boundary is counted here."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .wire import Message
+
+__all__ = ["Meter", "TransferRecord"]
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """One tensor that left (``sent``) or reached (``received``) a party."""
+
+    direction: str
+    step: int
+    phase: str
+    src: str
+    dst: str
+    edge: str
+    kind: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+
+
+@dataclass
+class _Tally:
+    count: int = 0
+    bytes: int = 0
+    shapes: set[tuple[int, ...]] = field(default_factory=set)
+    dtypes: set[str] = field(default_factory=set)
+
+
+class Meter:
+    """Aggregates transfers by (src, dst, edge, kind); listeners see each record (audit logs, dashboards).
+
+    Aggregating rather than keeping every record keeps memory flat over long runs; a listener that
+    needs every record (a site's append-only audit file) subscribes with ``listen``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: dict[tuple[str, str, str, str], _Tally] = defaultdict(_Tally)
+        self._received: dict[tuple[str, str, str, str], _Tally] = defaultdict(_Tally)
+        self._listeners: list[Callable[[TransferRecord], None]] = []
+
+    def listen(self, callback: Callable[[TransferRecord], None]) -> None:
+        self._listeners.append(callback)
+
+    def record(self, msg: Message, direction: str) -> TransferRecord:
+        tensor = msg.tensor
+        rec = TransferRecord(direction=direction, step=msg.step, phase=msg.phase, src=msg.src, dst=msg.dst,
+                             edge=msg.edge, kind=msg.kind.value, shape=tuple(tensor.shape),
+                             dtype=str(tensor.dtype).removeprefix("torch."),
+                             bytes=tensor.numel() * tensor.element_size())
+        table = self._sent if direction == "sent" else self._received
+        with self._lock:
+            tally = table[(rec.src, rec.dst, rec.edge, rec.kind)]
+            tally.count += 1
+            tally.bytes += rec.bytes
+            tally.shapes.add(rec.shape[1:] if rec.kind in ("activation", "label") else rec.shape)
+            tally.dtypes.add(rec.dtype)
+        for callback in self._listeners:
+            callback(rec)
+        return rec
+
+    def bytes_by_party(self) -> dict[str, dict[str, int]]:
+        """{party: {"sent": bytes, "received": bytes}} over every transfer this meter saw."""
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"sent": 0, "received": 0})
+        with self._lock:
+            for (src, _dst, _edge, _kind), tally in self._sent.items():
+                out[src]["sent"] += tally.bytes
+            for (_src, dst, _edge, _kind), tally in self._received.items():
+                out[dst]["received"] += tally.bytes
+        return {party: dict(v) for party, v in sorted(out.items())}
+
+    def audit(self) -> list[dict]:
+        """Aggregated audit: one row per (src, dst, edge, kind) with count, bytes, shapes and dtypes.
+
+        Shapes of activations and labels are per sample (the batch dimension varies).
+        """
+        with self._lock:
+            rows = [
+                {"src": src, "dst": dst, "edge": edge, "kind": kind, "count": t.count, "bytes": t.bytes,
+                 "shapes": sorted(list(s) for s in t.shapes), "dtypes": sorted(t.dtypes)}
+                for (src, dst, edge, kind), t in self._sent.items()
+            ]
+        return sorted(rows, key=lambda r: (r["src"], r["dst"], r["edge"], r["kind"]))
+
+    def merge(self, other: Meter) -> None:
+        """Fold another meter in (one meter per process in a distributed run)."""
+        with other._lock:
+            tables = [(dict(other._sent), self._sent), (dict(other._received), self._received)]
+        with self._lock:
+            for src_table, dst_table in tables:
+                for key, tally in src_table.items():
+                    mine = dst_table[key]
+                    mine.count += tally.count
+                    mine.bytes += tally.bytes
+                    mine.shapes |= tally.shapes
+                    mine.dtypes |= tally.dtypes

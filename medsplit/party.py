@@ -1,0 +1,276 @@
+"""A party's runtime: its segments, optimizer and per-step state; executes its own ops of the plan."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .defenses import distance_correlation
+from .errors import DataError, ProtocolError
+from .metrics import task_loss, task_metrics
+from .plan import Op, Plan, _merge
+from .wire import Kind, Message, Wire
+
+__all__ = ["PartyRunner", "OptimizerFactory", "default_optimizer"]
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+@dataclass
+class _StepState:
+    """Everything one step leaves at a party; dropped when the party updates, so steps never mix."""
+
+    batch: dict[str, torch.Tensor] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    leaves: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    received: dict[str, torch.Tensor] = field(default_factory=dict)
+    out_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    losses: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
+    rows: int | None = None
+
+
+def flat_state(module: nn.Module) -> torch.Tensor:
+    """All floating parameters and buffers of a module as one vector (what travels between replicas)."""
+    parts = [t.detach().reshape(-1) for t in module.state_dict().values() if t.is_floating_point()]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def load_flat_state(module: nn.Module, vector: torch.Tensor) -> None:
+    offset = 0
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            if t.is_floating_point():
+                n = t.numel()
+                t.copy_(vector[offset:offset + n].view_as(t))
+                offset += n
+
+
+class PartyRunner:
+    """Runs one party's part of every step. Holds the only references to its data and its segments."""
+
+    def __init__(self, name: str, plan: Plan, wire: Wire, optimizer: OptimizerFactory = default_optimizer) -> None:
+        self.name = name
+        self.plan = plan
+        self.wire = wire
+        self.segments = {s.name: s for s in plan.topology.segments if s.party == name}
+        self.modules = {n: s.module for n, s in self.segments.items() if s.module is not None}
+        params = [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
+        self.optimizer = optimizer(params) if params else None
+        self.replicas = {i: next((s for s in g if s in self.segments), None)
+                         for i, g in enumerate(plan.topology.replicas)}
+        self._state: dict[int, _StepState] = {}
+        self._weights_in: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
+        self._averaged: dict[int, torch.Tensor] = {}
+        self.rows_seen: dict[str, int] = defaultdict(int)  # rows received per site since the last average
+        self.train_loss: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        self.eval_preds: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        self.eval_dcor: dict[str, list[float]] = defaultdict(list)
+        self.flops_per_step: int | None = None
+        self.compute_seconds = 0.0
+        self._flops = 0
+
+    # --- step life cycle -------------------------------------------------------------------------
+
+    def begin(self, step: int, phase: str, batch: dict[str, torch.Tensor] | None) -> None:
+        for module in self.modules.values():
+            module.train(phase == "train")
+        self._state[step] = _StepState(batch=batch or {})
+
+    def finish(self, step: int) -> None:
+        self._state.pop(step, None)
+
+    def run(self, op: Op, step: int, phase: str) -> None:
+        handler = getattr(self, f"_{op.action}")
+        if self.flops_per_step is None and phase == "train" and op.action not in ("send", "recv"):
+            # The party's first training step is measured; FLOPs per step do not change after it.
+            with FlopCounterMode(display=False) as counter:
+                handler(op, step, phase)
+            self._flops += counter.get_total_flops()
+            if op.action == "update":
+                self.flops_per_step = self._flops
+            return
+        t0 = time.perf_counter()
+        handler(op, step, phase)
+        if op.action not in ("send", "recv"):
+            self.compute_seconds += time.perf_counter() - t0
+
+    # --- ops ---------------------------------------------------------------------------------------
+
+    def _forward(self, op: Op, step: int, phase: str) -> None:
+        st = self._state[step]
+        seg = self.segments[op.target]
+        train = phase == "train"
+        xs, raw = [], []
+        for key in seg.data_inputs:
+            if key not in st.batch:
+                raise DataError(f"party '{self.name}' has no data '{key}' for segment '{seg.name}' at step {step}")
+            xs.append(st.batch[key])
+            raw.append(st.batch[key].reshape(st.batch[key].shape[0], -1))
+        for src in seg.segment_inputs:
+            edge = f"{src}->{seg.name}"
+            if edge in st.received:
+                x = st.received.pop(edge)
+            elif src in st.outputs:
+                x = st.outputs[src].detach()
+            else:
+                continue  # an inactive input of a 'route' merge
+            if train:
+                x.requires_grad_(True)
+                st.leaves[(seg.name, src)] = x
+            xs.append(x)
+        self._check_rows(step, xs[0].shape[0], f"segment '{seg.name}'")
+        with torch.set_grad_enabled(train):
+            out = self.modules[seg.name](_merge(xs, seg.merge))
+        st.outputs[seg.name] = out
+        if raw:
+            st.raw[seg.name] = torch.cat(raw, dim=1)
+            if not train and any(e.src == seg.name for e in self.plan.edges.values()) and out.shape[0] > 1:
+                self.eval_dcor[seg.name].append(float(distance_correlation(st.raw[seg.name], out.detach())))
+
+    def _send(self, op: Op, step: int, phase: str) -> None:
+        st = self._state.get(step)
+        if op.kind is Kind.ACTIVATION:
+            edge = self.plan.edges[op.target]
+            tensor, dst = st.outputs[edge.src], edge.dst_party
+        elif op.kind is Kind.GRADIENT:
+            edge = self.plan.edges[op.target]
+            leaf = st.leaves[(edge.dst, edge.src)]
+            tensor = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+            dst = edge.src_party
+        elif op.kind is Kind.LABEL:
+            flow = self.plan.label_flows[op.target]
+            tensor, dst = self._labels(st, flow.label, step), flow.dst
+        else:
+            flow_name, group = op.target.split("#")
+            flow = self.plan.weights_flows[flow_name]
+            mine = self.replicas[int(group)]
+            tensor = flat_state(self.modules[mine]) if mine else self._averaged[int(group)]
+            dst = flow.dst
+        phase = "sync" if op.kind is Kind.WEIGHTS else phase
+        self.wire.send(Message(step, op.target.split("#")[0], op.kind, self.name, dst, tensor, phase))
+
+    def _recv(self, op: Op, step: int, phase: str) -> None:
+        st = self._state.get(step)
+        if op.kind is Kind.WEIGHTS:
+            flow_name, group = op.target.split("#")
+            flow = self.plan.weights_flows[flow_name]
+            g = int(group)
+            exp = self.plan.expect_weights(flow, g, step)
+            vec = self.wire.recv(exp)
+            if self.replicas[g]:
+                load_flat_state(self.modules[self.replicas[g]], vec)
+            else:
+                self._weights_in[g][flow.src] = vec
+            return
+        exact = None
+        if op.kind is Kind.GRADIENT:
+            exact = tuple(st.outputs[self.plan.edges[op.target].src].shape)
+        tensor = self.wire.recv(self.plan.expect(op, step, phase, exact))
+        if op.kind is Kind.ACTIVATION:
+            edge = self.plan.edges[op.target]
+            self._check_rows(step, tensor.shape[0], f"edge '{edge.name}' from '{edge.src_party}'")
+            st.received[op.target] = tensor
+            if phase == "train":
+                self.rows_seen[edge.src_party] += int(tensor.shape[0])
+        elif op.kind is Kind.GRADIENT:
+            src = self.plan.edges[op.target].src
+            st.out_grads[src] = st.out_grads[src] + tensor if src in st.out_grads else tensor
+        else:
+            flow = self.plan.label_flows[op.target]
+            self._check_rows(step, tensor.shape[0], f"labels '{flow.label}' from '{flow.src}'")
+            st.batch[flow.label] = tensor
+
+    def _loss(self, op: Op, step: int, phase: str) -> None:
+        st = self._state[step]
+        task = self.plan.tasks[op.target]
+        pred = st.outputs[task.head]
+        target = self._labels(st, task.label, step)
+        if phase == "train":
+            loss = task_loss(task.loss, pred, target)
+            st.losses[task.head].append(task.weight * loss)
+            self.train_loss[task.name].append((float(loss.detach()), int(pred.shape[0])))
+        else:
+            preds, targets = self.eval_preds[task.name]
+            preds.append(pred.detach())
+            targets.append(target.detach())
+
+    def _backward(self, op: Op, step: int, phase: str) -> None:
+        st = self._state[step]
+        seg = self.segments[op.target]
+        out = st.outputs[seg.name]
+        grad = st.out_grads.get(seg.name)
+        for consumer in self.plan.consumers[seg.name]:  # local consumers leave their grad on the leaf
+            leaf = st.leaves.get((consumer, seg.name))
+            if leaf is not None and self.plan.segments[consumer].party == self.name and leaf.grad is not None:
+                grad = leaf.grad if grad is None else grad + leaf.grad
+        roots, grads = [], []
+        if grad is not None:
+            roots.append(out)
+            grads.append(grad)
+        roots += st.losses.get(seg.name, [])
+        for defense in seg.defenses:
+            roots.append(defense.loss(st.raw[seg.name], out))
+        grads += [None] * (len(roots) - len(grads))
+        if roots and out.requires_grad:
+            torch.autograd.backward(roots, grads)
+
+    def _update(self, op: Op, step: int, phase: str) -> None:
+        if self.optimizer is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.finish(step)
+
+    def _average(self, op: Op, step: int, phase: str) -> None:
+        """FedAvg of the replicas' weights, weighted by the rows each site trained on since the last round."""
+        g = int(op.target)
+        vectors = self._weights_in.pop(g)
+        weights = torch.tensor([float(max(self.rows_seen.get(p, 0), 1)) for p in vectors])
+        stacked = torch.stack(list(vectors.values()))
+        self._averaged[g] = (stacked * (weights / weights.sum()).unsqueeze(1)).sum(0)
+
+    def end_round(self) -> None:
+        self.rows_seen.clear()
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _labels(self, st: _StepState, label: str, step: int) -> torch.Tensor:
+        if label not in st.batch:
+            raise DataError(f"party '{self.name}' has no labels '{label}' at step {step}",
+                            hint="the labels' owner must provide the label column in its data")
+        return st.batch[label]
+
+    def _check_rows(self, step: int, rows: int, what: str) -> None:
+        st = self._state[step]
+        if st.rows is None:
+            st.rows = rows
+        elif st.rows != rows:
+            raise ProtocolError(f"party '{self.name}' at step {step}: {what} has {rows} rows, but this step "
+                                f"has {st.rows}", hint="the sites' batches are not aligned on the same patients")
+
+    # --- metrics -----------------------------------------------------------------------------------
+
+    def pop_train_loss(self) -> dict[str, tuple[float, int]]:
+        """{task: (mean loss, rows)} since the last call."""
+        out = {t: (sum(l * n for l, n in v) / max(sum(n for _, n in v), 1), sum(n for _, n in v))
+               for t, v in self.train_loss.items() if v}
+        self.train_loss.clear()
+        return out
+
+    def pop_eval(self) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        """({task: metrics}, {segment: mean dCor(raw, cut)}) over the evaluation just run."""
+        metrics = {t: task_metrics(self.plan.tasks[t].loss, p, y) for t, (p, y) in self.eval_preds.items() if p}
+        dcor = {s: sum(v) / len(v) for s, v in self.eval_dcor.items() if v}
+        self.eval_preds.clear()
+        self.eval_dcor.clear()
+        return metrics, dcor

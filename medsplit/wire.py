@@ -1,0 +1,114 @@
+"""What crosses a party boundary: typed messages, and the Wire that checks, meters and audits each one."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .errors import PrivacyError, ProtocolError
+from .meter import Meter
+
+if TYPE_CHECKING:
+    from .transport.base import Transport
+
+__all__ = ["Kind", "Message", "Expect", "Wire"]
+
+
+class Kind(str, enum.Enum):
+    """What a tensor on the wire is; a site administrator's audit is grouped by it."""
+
+    ACTIVATION = "activation"
+    GRADIENT = "gradient"
+    LABEL = "label"
+    WEIGHTS = "weights"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One tensor in flight, with the header that lets the receiver match it to what it expects."""
+
+    step: int
+    edge: str
+    kind: Kind
+    src: str
+    dst: str
+    tensor: torch.Tensor
+    phase: str = "train"
+
+    def describe(self) -> str:
+        return (f"{self.kind.value} on edge '{self.edge}' from '{self.src}' to '{self.dst}' at step {self.step}"
+                f" with shape {tuple(self.tensor.shape)} and dtype {self.tensor.dtype}")
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a party is about to receive. ``shape`` is per sample unless ``exact`` (gradients are exact)."""
+
+    step: int
+    edge: str
+    kind: Kind
+    src: str
+    dst: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    exact: bool = False
+    phase: str = "train"
+
+    def describe(self) -> str:
+        what = "shape" if self.exact else "per-sample shape"
+        return (f"{self.kind.value} on edge '{self.edge}' from '{self.src}' at step {self.step}"
+                f" ({what} {self.shape}, {self.dtype})")
+
+
+class Wire:
+    """The only way a party talks to another: every send is checked against the plan and metered.
+
+    ``allowed`` is the set of (edge, kind, src, dst) the topology declares; anything else is refused
+    before it reaches the transport, so a bug in a segment can never leak a raw tensor.
+    """
+
+    def __init__(self, transport: Transport, meter: Meter, allowed: set[tuple[str, Kind, str, str]],
+                 timeout: float = 60.0) -> None:
+        self.transport = transport
+        self.meter = meter
+        self.allowed = allowed
+        self.timeout = timeout
+
+    def send(self, msg: Message) -> None:
+        if (msg.edge, msg.kind, msg.src, msg.dst) not in self.allowed:
+            raise PrivacyError(
+                f"party '{msg.src}' tried to send {msg.describe()}, which the topology does not declare",
+                hint="only cut activations and gradients on declared edges, labels where a task shares them, "
+                     "and weights between replicas may leave a party; declare the edge in the topology")
+        if not msg.tensor.is_floating_point() and msg.kind is not Kind.LABEL:
+            raise PrivacyError(f"party '{msg.src}' tried to send a {msg.tensor.dtype} tensor as {msg.describe()}")
+        tensor = msg.tensor.detach()
+        if not tensor.is_contiguous():
+            tensor = tensor.contiguous()
+        msg = Message(msg.step, msg.edge, msg.kind, msg.src, msg.dst, tensor, msg.phase)
+        self.meter.record(msg, direction="sent")
+        self.transport.send(msg)
+
+    def recv(self, expect: Expect) -> torch.Tensor:
+        msg = self.transport.recv(expect.src, expect.dst, timeout=self.timeout, awaiting=expect.describe())
+        self._check(msg, expect)
+        self.meter.record(msg, direction="received")
+        return msg.tensor
+
+    @staticmethod
+    def _check(msg: Message, expect: Expect) -> None:
+        where = f"party '{expect.dst}' expected {expect.describe()} but received {msg.describe()}"
+        if (msg.edge, msg.kind, msg.src, msg.step, msg.phase) != (
+                expect.edge, expect.kind, expect.src, expect.step, expect.phase):
+            raise ProtocolError(where, hint="the peer is out of step with the plan: check that every party "
+                                            "runs the same topology and resumed from the same step")
+        shape = tuple(msg.tensor.shape) if expect.exact else tuple(msg.tensor.shape[1:])
+        if shape != expect.shape or msg.tensor.dtype != expect.dtype:
+            raise ProtocolError(where, hint="the peer's segment produces a different cut shape or dtype than "
+                                            "the topology declares; rebuild both sides from the same topology")
+        if msg.tensor.is_floating_point() and not bool(torch.isfinite(msg.tensor).all()):
+            raise ProtocolError(f"{where}; it holds NaN or Inf",
+                                hint="the peer diverged: lower its learning rate or check its input data")
