@@ -46,8 +46,9 @@ class Meter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sent: dict[tuple[str, str, str, str], _Tally] = defaultdict(_Tally)
-        self._received: dict[tuple[str, str, str, str], _Tally] = defaultdict(_Tally)
+        # Keyed by (src, dst, edge, kind, phase); phase is train, eval or sync (weights between replicas).
+        self._sent: dict[tuple[str, str, str, str, str], _Tally] = defaultdict(_Tally)
+        self._received: dict[tuple[str, str, str, str, str], _Tally] = defaultdict(_Tally)
         self._listeners: list[Callable[[TransferRecord], None]] = []
 
     def listen(self, callback: Callable[[TransferRecord], None]) -> None:
@@ -61,7 +62,7 @@ class Meter:
                              bytes=tensor.numel() * tensor.element_size())
         table = self._sent if direction == "sent" else self._received
         with self._lock:
-            tally = table[(rec.src, rec.dst, rec.edge, rec.kind)]
+            tally = table[(rec.src, rec.dst, rec.edge, rec.kind, rec.phase)]
             tally.count += 1
             tally.bytes += rec.bytes
             tally.shapes.add(rec.shape[1:] if rec.kind in ("activation", "label") else rec.shape)
@@ -70,14 +71,16 @@ class Meter:
             callback(rec)
         return rec
 
-    def bytes_by_party(self) -> dict[str, dict[str, int]]:
-        """{party: {"sent": bytes, "received": bytes}} over every transfer this meter saw."""
+    def bytes_by_party(self, phase: str | None = None) -> dict[str, dict[str, int]]:
+        """{party: {"sent": bytes, "received": bytes}} over every transfer (or those of one ``phase``)."""
         out: dict[str, dict[str, int]] = defaultdict(lambda: {"sent": 0, "received": 0})
         with self._lock:
-            for (src, _dst, _edge, _kind), tally in self._sent.items():
-                out[src]["sent"] += tally.bytes
-            for (_src, dst, _edge, _kind), tally in self._received.items():
-                out[dst]["received"] += tally.bytes
+            for (src, _dst, _edge, _kind, ph), tally in self._sent.items():
+                if phase is None or ph == phase:
+                    out[src]["sent"] += tally.bytes
+            for (_src, dst, _edge, _kind, ph), tally in self._received.items():
+                if phase is None or ph == phase:
+                    out[dst]["received"] += tally.bytes
         return {party: dict(v) for party, v in sorted(out.items())}
 
     def audit(self) -> list[dict]:
@@ -85,12 +88,17 @@ class Meter:
 
         Shapes of activations and labels are per sample (the batch dimension varies).
         """
+        merged: dict[tuple[str, str, str, str], _Tally] = defaultdict(_Tally)
         with self._lock:
-            rows = [
-                {"src": src, "dst": dst, "edge": edge, "kind": kind, "count": t.count, "bytes": t.bytes,
+            for (src, dst, edge, kind, _phase), t in self._sent.items():
+                m = merged[(src, dst, edge, kind)]
+                m.count += t.count
+                m.bytes += t.bytes
+                m.shapes |= t.shapes
+                m.dtypes |= t.dtypes
+        rows = [{"src": src, "dst": dst, "edge": edge, "kind": kind, "count": t.count, "bytes": t.bytes,
                  "shapes": sorted(list(s) for s in t.shapes), "dtypes": sorted(t.dtypes)}
-                for (src, dst, edge, kind), t in self._sent.items()
-            ]
+                for (src, dst, edge, kind), t in merged.items()]
         return sorted(rows, key=lambda r: (r["src"], r["dst"], r["edge"], r["kind"]))
 
     def merge(self, other: Meter) -> None:
