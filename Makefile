@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/medsplit demo --preset vertical --transport local
+	$(BIN)/medsplit demo --preset vertical --ushaped --transport local
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
