@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Iterable, Literal
 
 import torch
 
 from .errors import TopologyError
-from .topology import DATA, LOSSES, MERGES, ROLES, SCHEDULES, Segment, Task, Topology
+from .topology import LOSSES, MERGES, ROLES, SCHEDULES, Task, Topology
 from .wire import Expect, Kind
 
 __all__ = ["Edge", "LabelFlow", "WeightsFlow", "Op", "Plan", "compile_topology"]
@@ -94,6 +93,7 @@ class Plan:
                 if owner != dst:
                     name = f"labels:{task.label}:{owner}->{dst}"
                     self.label_flows[name] = LabelFlow(name, task.name, task.label, owner, dst)
+        self._ops_cache: dict[tuple[frozenset[str], str], tuple[Op, ...]] = {}
         self.weights_flows: dict[str, WeightsFlow] = {}
         for group in topology.replicas:
             parties = [self.segments[s].party for s in group]
@@ -168,10 +168,13 @@ class Plan:
         return active
 
     def step_ops(self, active_sites: Iterable[str], phase: Literal["train", "eval"] = "train") -> list[Op]:
-        return list(self._step_ops(frozenset(active_sites), phase))
+        """The ops of one step in which ``active_sites`` take part (cached: a step's shape never changes)."""
+        key = (frozenset(active_sites), phase)
+        if key not in self._ops_cache:
+            self._ops_cache[key] = tuple(self._step_ops(*key))
+        return list(self._ops_cache[key])
 
-    @lru_cache(maxsize=64)
-    def _step_ops(self, active_sites: frozenset[str], phase: str) -> tuple[Op, ...]:
+    def _step_ops(self, active_sites: frozenset[str], phase: str) -> list[Op]:
         active = self.active_segments(active_sites)
         ops: list[Op] = []
         for name in active:
@@ -206,7 +209,7 @@ class Plan:
                 ops.append(Op("backward", seg.party, name))
             for party in dict.fromkeys(self.segments[n].party for n in active):
                 ops.append(Op("update", party))
-        return tuple(ops)
+        return ops
 
     # --- replicas: hand-off (turns) and averaging (parallel) ------------------------------------------
 
@@ -303,7 +306,7 @@ def _check_names(topology: Topology, parties: dict, segments: dict) -> None:
         if not s.inputs:
             raise TopologyError(f"segment '{s.name}' has no inputs",
                                 hint="give it data keys ('data:image') or the names of segments that feed it")
-    for name, party in parties.items():
+    for name in parties:
         if not any(s.party == name for s in topology.segments):
             raise TopologyError(f"party '{name}' runs no segment", hint="place a segment on it or remove it")
 
