@@ -6,15 +6,16 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import torch
 
-from .data import SiteData, batch_order
+from .data import SiteData
 from .errors import DataError, MedsplitError, TransportError
 from .meter import Meter
 from .party import OptimizerFactory, PartyRunner, default_optimizer
 from .plan import Op, Plan, compile_topology
+from .schedule import Schedule, UnitSpec
 from .topology import Topology
 from .transport import LocalTransport, Transport
 from .wire import Wire
@@ -24,16 +25,26 @@ __all__ = ["SplitTrainer", "Unit", "EpochRecord"]
 
 @dataclass
 class Unit:
-    """One step (or weight sync) of the global schedule: its ops, and each taking-part site's batch."""
+    """A scheduled unit with the batches of the sites that take part, loaded in this process."""
 
-    step: int
-    phase: str
-    ops: list[Op]
+    spec: UnitSpec
     batches: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
+    def step(self) -> int:
+        return self.spec.step
+
+    @property
+    def phase(self) -> str:
+        return self.spec.phase
+
+    @property
+    def ops(self) -> tuple[Op, ...]:
+        return self.spec.ops
+
+    @property
     def parties(self) -> list[str]:
-        return list(dict.fromkeys(op.party for op in self.ops))
+        return self.spec.parties
 
 
 @dataclass
@@ -82,14 +93,12 @@ class SplitTrainer:
         factory = (lambda p: optimizer[p]) if isinstance(optimizer, Mapping) else (lambda p: optimizer)
         self.runners = {p.name: PartyRunner(p.name, self.plan, self.wire, factory(p.name))
                         for p in topology.parties}
-        self.step = 0  # every unit: training steps, evaluation batches, weight syncs
+        rows = {s: (len(self.data[s].train), len(self.data[s].val)) for s in topology.sites}
+        self.schedule = Schedule(self.plan, rows, batch_size, seed, shuffle)
         self.train_steps = 0
         self.epoch = 0
         self.history: list[EpochRecord] = []
-        if topology.schedule == "turns" and topology.replicas:
-            # One client model travels: every site starts from the first site's weights.
-            sites = topology.sites
-            self._run([Unit(self._next_step(), "sync", self.plan.handoff_ops(sites[0], sites[1:]))])
+        self._run([self._load(u) for u in self.schedule.initial_sync()])
 
     # --- data checks ---------------------------------------------------------------------------------
 
@@ -126,9 +135,14 @@ class SplitTrainer:
 
     # --- executing units -----------------------------------------------------------------------------
 
-    def _next_step(self) -> int:
-        self.step += 1
-        return self.step
+    @property
+    def step(self) -> int:
+        """The number of the last unit run: training steps, evaluation batches and weight syncs."""
+        return self.schedule.step
+
+    def _load(self, spec: UnitSpec) -> Unit:
+        split = "val" if spec.phase == "eval" else "train"
+        return Unit(spec, {s: getattr(self.data[s], split).batch(idx) for s, idx in spec.rows.items()})
 
     def _run(self, units: list[Unit]) -> None:
         if self.executor == "sequential" or len(units) == 0:
@@ -168,66 +182,16 @@ class SplitTrainer:
             first = next((e for e in errors if not isinstance(e[1], TransportError)), errors[0])
             raise first[1]
 
-    # --- schedules -----------------------------------------------------------------------------------
-
-    def _train_units(self, epoch: int) -> Iterator[list[Unit]]:
-        """The epoch as groups of units, built lazily; units of one group may run concurrently (SplitFed)."""
-        sites = self.topology.sites
-        sched = self.topology.schedule
-        if sched == "joint":
-            n = len(self.data[sites[0]].train)
-            ops = self.plan.step_ops(sites)
-            for idx in batch_order(n, self.batch_size, self.seed, epoch, self.shuffle):
-                yield [self._unit(ops, {s: self.data[s].train.batch(idx) for s in sites})]
-            return
-        orders = {s: batch_order(len(self.data[s].train), self.batch_size, self.seed + i, epoch, self.shuffle)
-                  for i, s in enumerate(sites)}
-        if sched == "turns":
-            for i, site in enumerate(sites):
-                ops = self.plan.step_ops([site])
-                for idx in orders[site]:
-                    yield [self._unit(ops, {site: self.data[site].train.batch(idx)})]
-                if self.topology.replicas:
-                    # Hand the client on; after the last site, to everyone, so all evaluate the same model.
-                    nxt = [sites[i + 1]] if i + 1 < len(sites) else [s for s in sites if s != site]
-                    yield [Unit(self._next_step(), "sync", self.plan.handoff_ops(site, nxt))]
-            return
-        for t in range(max(len(o) for o in orders.values())):
-            yield [self._unit(self.plan.step_ops([s]), {s: self.data[s].train.batch(orders[s][t])})
-                   for s in sites if t < len(orders[s])]
-        if self.topology.replicas:
-            yield [Unit(self._next_step(), "sync", self.plan.average_ops(sites))]
-
-    def _unit(self, ops: list[Op], batches: dict, phase: str = "train") -> Unit:
-        return Unit(self._next_step(), phase, ops, batches)
-
-    def _eval_units(self, split: str) -> list[Unit]:
-        sites = self.topology.sites
-        if self.topology.schedule == "joint":
-            n = len(getattr(self.data[sites[0]], split))
-            ops = self.plan.step_ops(sites, "eval")
-            return [self._unit(ops, {s: getattr(self.data[s], split).batch(idx) for s in sites}, "eval")
-                    for idx in batch_order(n, self.batch_size, 0, 0, shuffle=False)]
-        units = []
-        for site in sites:
-            src = getattr(self.data[site], split)
-            ops = self.plan.step_ops([site], "eval")
-            units += [self._unit(ops, {site: src.batch(idx)}, "eval")
-                      for idx in batch_order(len(src), self.batch_size, 0, 0, shuffle=False)]
-        return units
-
     # --- public API ----------------------------------------------------------------------------------
 
     def steps_per_epoch(self) -> int:
         """Training steps in one epoch (each site's batches, or the aligned batches of a joint topology)."""
-        sites = self.topology.sites
-        if self.topology.schedule == "joint":
-            sites = sites[:1]
-        return sum(math.ceil(len(self.data[s].train) / self.batch_size) for s in sites)
+        return self.schedule.steps_per_epoch()
 
     def train_epoch(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
         """One pass over every site's training rows. Returns the mean train loss per task."""
-        for group in self._train_units(self.epoch):
+        for specs in self.schedule.train_epoch(self.epoch):
+            group = [self._load(spec) for spec in specs]
             self._run(group)
             self.train_steps += sum(1 for u in group if u.phase == "train")
             if on_step and group[0].phase == "train":
@@ -256,7 +220,10 @@ class SplitTrainer:
 
     def evaluate(self, split: str = "val") -> tuple[dict[str, dict[str, float]], dict[str, float]]:
         """Validation metrics per task (pooled over heads, weighted by rows) and dCor per leaky cut."""
-        self._run(self._eval_units(split))
+        if split != "val":
+            raise MedsplitError(f"cannot evaluate on split '{split}'", hint="evaluation runs on 'val'")
+        for spec in self.schedule.eval_units():
+            self._run([self._load(spec)])
         metrics: dict[str, dict[str, float]] = {}
         dcor: dict[str, float] = {}
         for runner in self.runners.values():
