@@ -12,22 +12,31 @@ __all__ = ["BatchSource", "TensorTable", "SiteData", "batch_order"]
 
 @runtime_checkable
 class BatchSource(Protocol):
-    """Rows of one party's data: ``batch(indices)`` returns {key: tensor with len(indices) rows}."""
+    """Rows of one party's data.
+
+    ``batch(indices)`` returns {key: tensor with len(indices) rows}; ``row_ids(indices)`` returns the
+    rows' patient IDs, which never leave the site (they are hashed with a key the server does not hold).
+    """
 
     def __len__(self) -> int: ...
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]: ...
 
+    def row_ids(self, indices: Sequence[int]) -> list[str]: ...
+
 
 class TensorTable:
-    """An in-memory BatchSource: equal-length tensors by key (data keys and label keys)."""
+    """An in-memory BatchSource: equal-length tensors by key (data keys and label keys), and row IDs."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], ids: Sequence[str] | None = None) -> None:
         lengths = {k: int(v.shape[0]) for k, v in tensors.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"TensorTable columns have different lengths: {lengths}")
         self.tensors = tensors
         self._len = next(iter(lengths.values()), 0)
+        self.ids = list(ids) if ids is not None else [str(i) for i in range(self._len)]
+        if len(self.ids) != self._len:
+            raise ValueError(f"TensorTable has {self._len} rows but {len(self.ids)} ids")
 
     def __len__(self) -> int:
         return self._len
@@ -35,6 +44,9 @@ class TensorTable:
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {k: v.index_select(0, idx) for k, v in self.tensors.items()}
+
+    def row_ids(self, indices: Sequence[int]) -> list[str]:
+        return [self.ids[i] for i in indices]
 
 
 @dataclass

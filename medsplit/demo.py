@@ -14,6 +14,7 @@ import torch
 
 from .engine import EpochRecord, SplitTrainer
 from .errors import MedsplitError
+from .meter import Meter
 from .presets import PresetConfig, build_preset, preset_data
 from .transport import make_transport
 
@@ -32,9 +33,11 @@ class DemoOptions:
     merge: str = "concat"
     batch_size: int = 32
     lr: float = 1e-3
-    patients: int = 960
+    patients: int = 600
     executor: str = "sequential"
     progress: bool = True
+    data: str = "files"  # "files": a synthetic cohort of DICOM and EHR files; "memory": tensors made in memory
+    workdir: str = "runs/demo-data"
 
 
 def _format_epoch(rec: EpochRecord, epochs: int) -> str:
@@ -54,13 +57,32 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict:
         raise MedsplitError(f"--epochs must be at least 1, got {opts.epochs}")
     if opts.nopeek < 0:
         raise MedsplitError(f"--nopeek must be >= 0, got {opts.nopeek}")
-    torch.manual_seed(opts.seed)
+    if opts.data not in ("files", "memory"):
+        raise MedsplitError(f"unknown data source '{opts.data}'", hint="use 'files' or 'memory'")
+    if opts.patients < 10:
+        raise MedsplitError(f"--patients must be at least 10, got {opts.patients}")
+    meter = Meter()
     cfg = PresetConfig(sites=opts.sites, nopeek=opts.nopeek, ushaped=opts.ushaped, merge=opts.merge)
-    topology = build_preset(opts.preset, cfg)
-    data = preset_data(topology, cfg, seed=opts.seed, patients=opts.patients)
+    build_preset(opts.preset, cfg)  # refuse a bad preset or option before writing any file
+    if opts.data == "files":
+        from data_adapters.cohort import cohort_for_preset
+
+        cohort = cohort_for_preset(opts.preset, sites=opts.sites, patients=opts.patients, seed=opts.seed,
+                                   root=opts.workdir, meter=meter)
+        _print_cohort(cohort, out)
+        shapes = {k: v for party in cohort.shapes.values() for k, v in party.items()}
+        cfg.image_shape = shapes.get("image", cfg.image_shape)
+        cfg.ehr_features = shapes.get("ehr", (cfg.ehr_features,))[0]
+        torch.manual_seed(opts.seed)
+        topology = build_preset(opts.preset, cfg)
+        data = cohort.engine_data(topology)
+    else:
+        torch.manual_seed(opts.seed)
+        topology = build_preset(opts.preset, cfg)
+        data = preset_data(topology, cfg, seed=opts.seed, patients=int(opts.patients * 0.8))
     trainer = SplitTrainer(topology, data, transport=make_transport(opts.transport),
                            optimizer=lambda params: torch.optim.Adam(params, lr=opts.lr),
-                           batch_size=opts.batch_size, seed=opts.seed, executor=opts.executor)
+                           batch_size=opts.batch_size, seed=opts.seed, executor=opts.executor, meter=meter)
     print(trainer.plan.describe(), file=out)
     bar = None
     if opts.progress:
@@ -88,10 +110,20 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict:
         if bar is not None:
             bar.close()
     summary = {"preset": opts.preset, "transport": opts.transport, "seed": opts.seed, "epochs": opts.epochs,
-               "nopeek": opts.nopeek, "executor": opts.executor, "status": "completed",
+               "nopeek": opts.nopeek, "executor": opts.executor, "data": opts.data, "status": "completed",
                "seconds": round(time.perf_counter() - t0, 3), **trainer.summary()}
     _print_totals(summary, out)
     return summary
+
+
+def _print_cohort(cohort, out: TextIO) -> None:
+    print(f"data: synthetic cohort in {cohort.root}", file=out)
+    for party, report in cohort.reports.items():
+        train, val = cohort.splits[party]
+        print(f"  {party:<12} {report.found} found, {report.loaded} loaded, {len(report.rejected)} rejected; "
+              f"{len(train)} train / {len(val)} val patients; shapes {cohort.shapes[party]}", file=out)
+    if cohort.aligned is not None:
+        print(f"  aligned by private set intersection: {cohort.aligned} common patients", file=out)
 
 
 def _print_totals(summary: dict, out: TextIO) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ import torch
 from .data import SiteData
 from .errors import DataError, MedsplitError, TransportError
 from .meter import Meter
-from .party import OptimizerFactory, PartyRunner, default_optimizer
+from .fingerprint import batch_fingerprint
+from .party import FINGERPRINT_KEY, OptimizerFactory, PartyRunner, default_optimizer
 from .plan import Op, Plan, compile_topology
 from .schedule import Schedule, UnitSpec
 from .topology import Topology
@@ -76,7 +78,8 @@ class SplitTrainer:
     def __init__(self, topology: Topology, data: Mapping[str, SiteData], *, transport: Transport | None = None,
                  optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] = default_optimizer,
                  batch_size: int = 32, seed: int = 0, executor: Literal["sequential", "threaded"] = "sequential",
-                 timeout: float = 60.0, shuffle: bool = True, meter: Meter | None = None) -> None:
+                 timeout: float = 60.0, shuffle: bool = True, meter: Meter | None = None,
+                 fingerprint_key: bytes | None = None) -> None:
         self.plan: Plan = compile_topology(topology)
         self.topology = topology
         self.data = dict(data)
@@ -86,6 +89,8 @@ class SplitTrainer:
         if executor not in ("sequential", "threaded"):
             raise MedsplitError(f"unknown executor '{executor}'", hint="use 'sequential' or 'threaded'")
         self.executor = executor
+        # Shared by the data sites only (in a deployment, agreed during alignment); the server never has it.
+        self.fingerprint_key = fingerprint_key or secrets.token_bytes(32)
         self._check_data()
         self.transport = transport or LocalTransport()
         self.meter = meter or Meter()
@@ -142,7 +147,15 @@ class SplitTrainer:
 
     def _load(self, spec: UnitSpec) -> Unit:
         split = "val" if spec.phase == "eval" else "train"
-        return Unit(spec, {s: getattr(self.data[s], split).batch(idx) for s, idx in spec.rows.items()})
+        batches = {}
+        for site, idx in spec.rows.items():
+            source = getattr(self.data[site], split)
+            batch = source.batch(idx)
+            if self.plan.fingerprint_checker is not None:
+                digest = bytes.fromhex(batch_fingerprint(source.row_ids(idx), self.fingerprint_key))
+                batch[FINGERPRINT_KEY] = torch.frombuffer(bytearray(digest), dtype=torch.uint8)
+            batches[site] = batch
+        return Unit(spec, batches)
 
     def _run(self, units: list[Unit]) -> None:
         if self.executor == "sequential" or len(units) == 0:

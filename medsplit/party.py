@@ -13,11 +13,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .defenses import distance_correlation
 from .errors import DataError, ProtocolError
+from .fingerprint import check_fingerprints
 from .metrics import task_loss, task_metrics
 from .plan import Op, Plan, _merge
 from .wire import Kind, Message, Wire
 
-__all__ = ["PartyRunner", "OptimizerFactory", "default_optimizer"]
+__all__ = ["PartyRunner", "OptimizerFactory", "default_optimizer", "FINGERPRINT_KEY"]
+
+FINGERPRINT_KEY = "_fingerprint"  # batch entry holding the keyed hash of the batch's row IDs (uint8, 32)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -36,6 +39,7 @@ class _StepState:
     leaves: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     received: dict[str, torch.Tensor] = field(default_factory=dict)
     out_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
     losses: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
     rows: int | None = None
 
@@ -151,6 +155,11 @@ class PartyRunner:
         elif op.kind is Kind.LABEL:
             flow = self.plan.label_flows[op.target]
             tensor, dst = self._labels(st, flow.label, step), flow.dst
+        elif op.kind is Kind.FINGERPRINT:
+            if FINGERPRINT_KEY not in st.batch:
+                raise DataError(f"site '{self.name}' has no row fingerprint for step {step}",
+                                hint="vertical sites need data whose rows have IDs (BatchSource.row_ids)")
+            tensor, dst = st.batch[FINGERPRINT_KEY], self.plan.fingerprint_flows[op.target][1]
         else:
             flow_name, group = op.target.split("#")
             flow = self.plan.weights_flows[flow_name]
@@ -172,6 +181,10 @@ class PartyRunner:
                 load_flat_state(self.modules[self.replicas[g]], vec)
             else:
                 self._weights_in[g][flow.src] = vec
+            return
+        if op.kind is Kind.FINGERPRINT:
+            digest = self.wire.recv(self.plan.expect(op, step, phase))
+            st.fingerprints[self.plan.fingerprint_flows[op.target][0]] = bytes(digest.tolist()).hex()
             return
         exact = None
         if op.kind is Kind.GRADIENT:
@@ -230,6 +243,10 @@ class PartyRunner:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.finish(step)
+
+    def _check(self, op: Op, step: int, phase: str) -> None:
+        """Every site's batch must be the same patients in the same order."""
+        check_fingerprints(self._state[step].fingerprints, step=step)
 
     def _average(self, op: Op, step: int, phase: str) -> None:
         """FedAvg of the replicas' weights, weighted by the rows each site trained on since the last round."""

@@ -56,7 +56,7 @@ class WeightsFlow:
 class Op:
     """One thing one party does in a step. ``target`` is a segment, edge, label flow or task name."""
 
-    action: Literal["forward", "send", "recv", "loss", "backward", "update", "average"]
+    action: Literal["forward", "send", "recv", "loss", "backward", "update", "average", "check"]
     party: str
     target: str = ""
     kind: Kind | None = None
@@ -94,6 +94,16 @@ class Plan:
                     name = f"labels:{task.label}:{owner}->{dst}"
                     self.label_flows[name] = LabelFlow(name, task.name, task.label, owner, dst)
         self._ops_cache: dict[tuple[frozenset[str], str], tuple[Op, ...]] = {}
+        # Vertical sites prove that batch k holds the same patients everywhere: each sends a keyed hash of
+        # its batch's row IDs to a server, which holds no key and compares them.
+        self.fingerprint_checker: str | None = None
+        self.fingerprint_flows: dict[str, tuple[str, str]] = {}
+        if topology.schedule == "joint" and len(topology.sites) > 1:
+            servers = [p.name for p in topology.parties if p.role == "server"]
+            if servers:
+                self.fingerprint_checker = servers[0]
+                for site in topology.sites:
+                    self.fingerprint_flows[f"fingerprint:{site}->{servers[0]}"] = (site, servers[0])
         self.weights_flows: dict[str, WeightsFlow] = {}
         for group in topology.replicas:
             parties = [self.segments[s].party for s in group]
@@ -117,6 +127,8 @@ class Plan:
             out.add((f.name, Kind.LABEL, f.src, f.dst))
         for w in self.weights_flows.values():
             out.add((w.name, Kind.WEIGHTS, w.src, w.dst))
+        for name, (src, dst) in self.fingerprint_flows.items():
+            out.add((name, Kind.FINGERPRINT, src, dst))
         return out
 
     def label_owners(self, label: str) -> list[str]:
@@ -132,6 +144,9 @@ class Plan:
 
     def expect(self, op: Op, step: int, phase: str, exact_shape: tuple[int, ...] | None = None) -> Expect:
         """What the receiving party of a ``recv`` op should get."""
+        if op.kind is Kind.FINGERPRINT:
+            src, dst = self.fingerprint_flows[op.target]
+            return Expect(step, op.target, Kind.FINGERPRINT, src, dst, (32,), torch.uint8, exact=True, phase=phase)
         if op.kind is Kind.LABEL:
             flow = self.label_flows[op.target]
             shape, dtype = self.label_spec(self.tasks[flow.task])
@@ -177,6 +192,10 @@ class Plan:
     def _step_ops(self, active_sites: frozenset[str], phase: str) -> list[Op]:
         active = self.active_segments(active_sites)
         ops: list[Op] = []
+        if self.fingerprint_checker is not None:
+            for flow, (src, dst) in self.fingerprint_flows.items():
+                ops += [Op("send", src, flow, Kind.FINGERPRINT), Op("recv", dst, flow, Kind.FINGERPRINT)]
+            ops.append(Op("check", self.fingerprint_checker, "fingerprints"))
         for name in active:
             seg = self.segments[name]
             for src in seg.segment_inputs:

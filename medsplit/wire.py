@@ -24,7 +24,11 @@ class Kind(str, enum.Enum):
     GRADIENT = "gradient"
     LABEL = "label"
     WEIGHTS = "weights"
+    FINGERPRINT = "fingerprint"  # keyed hash of a batch's row IDs (vertical sites), 32 bytes
+    PSI = "psi"  # private set intersection messages (opaque bytes), before training
 
+
+_BYTES_KINDS = (Kind.FINGERPRINT, Kind.PSI)
 
 @dataclass(frozen=True)
 class Message:
@@ -45,22 +49,25 @@ class Message:
 
 @dataclass(frozen=True)
 class Expect:
-    """What a party is about to receive. ``shape`` is per sample unless ``exact`` (gradients are exact)."""
+    """What a party is about to receive. ``shape`` is per sample unless ``exact`` (gradients are exact).
+
+    ``shape=None`` accepts any one-dimensional tensor (opaque byte messages such as PSI).
+    """
 
     step: int
     edge: str
     kind: Kind
     src: str
     dst: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] | None
     dtype: torch.dtype
     exact: bool = False
     phase: str = "train"
 
     def describe(self) -> str:
         what = "shape" if self.exact else "per-sample shape"
-        return (f"{self.kind.value} on edge '{self.edge}' from '{self.src}' at step {self.step}"
-                f" ({what} {self.shape}, {self.dtype})")
+        shape = f"{what} {self.shape}" if self.shape is not None else "one-dimensional"
+        return f"{self.kind.value} on edge '{self.edge}' from '{self.src}' at step {self.step} ({shape}, {self.dtype})"
 
 
 class Wire:
@@ -83,7 +90,11 @@ class Wire:
                 f"party '{msg.src}' tried to send {msg.describe()}, which the topology does not declare",
                 hint="only cut activations and gradients on declared edges, labels where a task shares them, "
                      "and weights between replicas may leave a party; declare the edge in the topology")
-        if not msg.tensor.is_floating_point() and msg.kind is not Kind.LABEL:
+        if msg.kind in _BYTES_KINDS:
+            if msg.tensor.dtype != torch.uint8 or msg.tensor.dim() != 1:
+                raise PrivacyError(f"party '{msg.src}' tried to send {msg.describe()}; {msg.kind.value} messages "
+                                   "are one-dimensional uint8 tensors")
+        elif not msg.tensor.is_floating_point() and msg.kind is not Kind.LABEL:
             raise PrivacyError(f"party '{msg.src}' tried to send a {msg.tensor.dtype} tensor as {msg.describe()}")
         tensor = msg.tensor.detach()
         if not tensor.is_contiguous():
@@ -105,8 +116,12 @@ class Wire:
                 expect.edge, expect.kind, expect.src, expect.step, expect.phase):
             raise ProtocolError(where, hint="the peer is out of step with the plan: check that every party "
                                             "runs the same topology and resumed from the same step")
-        shape = tuple(msg.tensor.shape) if expect.exact else tuple(msg.tensor.shape[1:])
-        if shape != expect.shape or msg.tensor.dtype != expect.dtype:
+        if expect.shape is None:
+            shape_ok = msg.tensor.dim() == 1
+        else:
+            shape = tuple(msg.tensor.shape) if expect.exact else tuple(msg.tensor.shape[1:])
+            shape_ok = shape == expect.shape
+        if not shape_ok or msg.tensor.dtype != expect.dtype:
             raise ProtocolError(where, hint="the peer's segment produces a different cut shape or dtype than "
                                             "the topology declares; rebuild both sides from the same topology")
         if msg.tensor.is_floating_point() and not bool(torch.isfinite(msg.tensor).all()):

@@ -101,3 +101,25 @@ def test_local_transport_copies_tensors():
     transport.send(Message(0, "e", Kind.ACTIVATION, "a", "b", t))
     t += 1
     assert torch.equal(transport.recv("a", "b", timeout=1, awaiting="x").tensor, torch.zeros(3))
+
+
+def test_vertical_sites_with_misaligned_batches_are_stopped():
+    """Batch k must be the same patients at every vertical site: a shifted row order stops the step."""
+    from medsplit import SiteData, TensorTable
+
+    torch.manual_seed(0)
+    cfg = PresetConfig(image_shape=(1, 16, 16))
+    topo = build_preset("vertical", cfg)
+    data = preset_data(topo, cfg, seed=0, patients=48)
+    ids = [f"p{i}" for i in range(48)]
+    imaging = data["imaging"].train.tensors
+    data["imaging"] = SiteData(TensorTable(imaging, ids=ids), data["imaging"].val)
+    good = SplitTrainer(topo, {**data, "ehr": SiteData(TensorTable(data["ehr"].train.tensors, ids=ids),
+                                                      data["ehr"].val)}, batch_size=16)
+    good.train_epoch()  # aligned: passes, and the fingerprints were metered
+    fps = [r for r in good.meter.audit() if r["kind"] == "fingerprint"]
+    assert {r["src"] for r in fps} == {"imaging", "ehr"} and all(r["bytes"] == 32 * r["count"] for r in fps)
+    shifted = SiteData(TensorTable(data["ehr"].train.tensors, ids=ids[1:] + ids[:1]), data["ehr"].val)
+    bad = SplitTrainer(topo, {**data, "ehr": shifted}, batch_size=16)
+    with pytest.raises(ProtocolError, match="batch row IDs differ across sites at step 1: (ehr|imaging) disagree"):
+        bad.train_epoch()
