@@ -47,10 +47,11 @@ def psi_channel(wire: Wire, me: str, peer: str) -> tuple[Callable[[bytes], None]
 
 
 def align_in_process(row_ids: Mapping[str, Sequence[str]], leader: str, transport: Transport, meter: Meter,
-                     timeout: float = 120.0) -> dict[str, list[str]]:
+                     timeout: float = 120.0, order_key: bytes | None = None) -> dict[str, list[str]]:
     """Run the alignment with every site on its own thread (as separate processes would).
 
     ``row_ids`` maps each site to its patient IDs. Returns each site's agreed order, as its own IDs.
+    ``order_key`` fixes the agreed order (reproducible demos); by default the leader draws a random one.
     """
     followers = [s for s in row_ids if s != leader]
     wire = Wire(transport, meter, psi_edges(leader, followers), timeout=timeout)
@@ -61,7 +62,7 @@ def align_in_process(row_ids: Mapping[str, Sequence[str]], leader: str, transpor
         try:
             if site == leader:
                 peers = {f: psi_channel(wire, leader, f) for f in followers}
-                results[site] = align_leader(row_ids[site], peers)
+                results[site] = align_leader(row_ids[site], peers, key=order_key)
             else:
                 results[site] = align_follower(row_ids[site], *psi_channel(wire, site, leader))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller

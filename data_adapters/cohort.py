@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,10 @@ def cohort_for_preset(preset: str, *, sites: int, patients: int, seed: int, root
     aligned = None
     if layout == "vertical":
         leader = next(p for p, d in opened.items() if d.labels)
+        # A seeded order key makes the demo reproducible; a deployment lets the leader draw a random one.
+        order_key = hashlib.sha256(f"medsplit-demo-order:{seed}".encode()).digest()
         orders = align_in_process({p: d.row_ids for p, d in opened.items()}, leader, LocalTransport(),
-                                  meter or Meter())
+                                  meter or Meter(), order_key=order_key)
         splits = {p: opened[p].align(orders[p]) for p in parties}
         aligned = len(orders[leader])
     return CohortData(out, splits, shapes, reports, aligned)

@@ -35,7 +35,7 @@ def test_help_explains_every_command_and_option(capsys):
 def test_demo_json_contract(tmp_path, capsys):
     path = tmp_path / "out" / "run.json"
     rc = main(["demo", "--preset", "ushaped", "--transport", "local", "--epochs", "2", "--seed", "3",
-               "--patients", "128", "--json", str(path), "--quiet"])
+               "--patients", "128", "--json", str(path), "--quiet", "--data", "memory"])
     assert rc == 0
     summary = json.loads(path.read_text())
     assert REQUIRED <= set(summary)
@@ -51,13 +51,19 @@ def test_demo_json_contract(tmp_path, capsys):
     assert "epoch 2/2" in out and "val_auc" in out
 
 
-def test_same_seed_same_numbers(tmp_path):
+@pytest.mark.slow
+def test_same_seed_same_numbers_across_processes(tmp_path):
+    """From files, with PSI alignment: a second process (reading the cache) gives the same numbers."""
     runs = []
     for i in range(2):
         path = tmp_path / f"{i}.json"
-        main(["demo", "--preset", "vanilla", "--epochs", "1", "--patients", "64", "--json", str(path), "--quiet"])
+        proc = subprocess.run([sys.executable, "-m", "medsplit.cli", "demo", "--preset", "vertical", "--epochs", "1",
+                               "--patients", "60", "--workdir", str(tmp_path / "data"), "--json", str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(path.read_text()))
     assert runs[0]["metrics"] == runs[1]["metrics"]
+    assert runs[0]["metrics"]["diagnosis"]["n"] > 0
 
 
 def test_bad_values_are_clear_errors(capsys, tmp_path):
@@ -69,7 +75,7 @@ def test_bad_values_are_clear_errors(capsys, tmp_path):
     assert main(["demo", "--epochs", "0", "--json", str(path)]) == 2
     assert "--epochs must be at least 1" in capsys.readouterr().err
     assert json.loads(path.read_text())["status"] == "failed"
-    assert main(["demo", "--preset", "horizontal", "--sites", "1", "--quiet"]) == 2
+    assert main(["demo", "--preset", "horizontal", "--sites", "1", "--quiet", "--workdir", str(tmp_path)]) == 2
     assert "needs at least 2 sites" in capsys.readouterr().err
 
 
@@ -79,7 +85,8 @@ def test_console_script_runs_in_a_fresh_process(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "medsplit.cli"]
     path = tmp_path / "run.json"
     proc = subprocess.run(cmd + ["demo", "--preset", "multitask", "--epochs", "1", "--patients", "64",
-                                 "--json", str(path)], capture_output=True, text=True, timeout=120,
+                                 "--workdir", str(tmp_path / "data"), "--json", str(path)],
+                          capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning:medsplit"})
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(path.read_text())["metrics"]) == {"diagnosis", "mortality"}
