@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where --data files writes (and reuses) the cohort (default: runs/demo-data)")
     demo.add_argument("--executor", choices=["sequential", "threaded"], default="sequential",
                       help="local transport only: run parties in one thread, or one thread each")
+    demo.add_argument("--run-dir", metavar="DIR",
+                      help="write the run store (DIR/run.sqlite: metrics, bytes, status; no data) for the dashboard")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
@@ -99,7 +101,7 @@ def _demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(preset=args.preset, transport=args.transport, epochs=args.epochs, seed=args.seed,
                        nopeek=args.nopeek, sites=args.sites, ushaped=args.ushaped, merge=args.merge,
                        batch_size=args.batch_size, lr=args.lr, patients=args.patients, executor=args.executor,
-                       data=args.data, workdir=args.workdir,
+                       data=args.data, workdir=args.workdir, run_dir=args.run_dir,
                        progress=not args.quiet and sys.stderr.isatty())
     try:
         summary = run_demo(opts)

@@ -15,6 +15,7 @@ import torch
 from .engine import EpochRecord, SplitTrainer
 from .errors import MedsplitError
 from .meter import Meter
+from .runstore import RunStore, record_epoch
 from .presets import PresetConfig, build_preset, preset_data
 from .transport import make_transport
 
@@ -38,6 +39,7 @@ class DemoOptions:
     progress: bool = True
     data: str = "files"  # "files": a synthetic cohort of DICOM and EHR files; "memory": tensors made in memory
     workdir: str = "runs/demo-data"
+    run_dir: str | None = None  # where to write the run store (run.sqlite) for the dashboard
 
 
 def _format_epoch(rec: EpochRecord, epochs: int) -> str:
@@ -96,7 +98,18 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict:
             bar.update(n)
             bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
 
+    store = None
+    if opts.run_dir:
+        store = RunStore(opts.run_dir)
+        store.set_info(name=f"demo-{opts.preset}-seed{opts.seed}", preset=opts.preset, transport=opts.transport,
+                       status="running", started=time.time(), epochs=opts.epochs, seed=opts.seed,
+                       nopeek=opts.nopeek, parties=[p.name for p in topology.parties], topology=trainer.plan.describe())
+        for party in topology.parties:
+            store.log_event(party.name, "training")
+
     def on_epoch(rec: EpochRecord) -> None:
+        if store is not None:
+            record_epoch(store, trainer, rec)
         line = _format_epoch(rec, opts.epochs)
         if bar is not None:
             bar.write(line, file=out)
@@ -106,9 +119,19 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict:
     t0 = time.perf_counter()
     try:
         trainer.fit(opts.epochs, on_epoch=on_epoch, on_step=on_step)
+    except BaseException as exc:
+        if store is not None:
+            store.set_info(status="failed", error=str(exc), ended=time.time())
+            store.close()
+        raise
     finally:
         if bar is not None:
             bar.close()
+    if store is not None:
+        for party in topology.parties:
+            store.log_event(party.name, "finished")
+        store.set_info(status="completed", ended=time.time())
+        store.close()
     summary = {"preset": opts.preset, "transport": opts.transport, "seed": opts.seed, "epochs": opts.epochs,
                "nopeek": opts.nopeek, "executor": opts.executor, "data": opts.data, "status": "completed",
                "seconds": round(time.perf_counter() - t0, 3), **trainer.summary()}

@@ -83,6 +83,16 @@ class Meter:
                     out[dst]["received"] += tally.bytes
         return {party: dict(v) for party, v in sorted(out.items())}
 
+    def bytes_by_party_kind(self) -> dict[str, dict[str, dict[str, int]]]:
+        """{party: {"sent"|"received": {kind: bytes}}}, for charts of traffic by kind over time."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        with self._lock:
+            for direction, table, who in (("sent", self._sent, 0), ("received", self._received, 1)):
+                for key, tally in table.items():
+                    kinds = out.setdefault(key[who], {"sent": {}, "received": {}})[direction]
+                    kinds[key[3]] = kinds.get(key[3], 0) + tally.bytes
+        return dict(sorted(out.items()))
+
     def audit(self) -> list[dict]:
         """Aggregated audit: one row per (src, dst, edge, kind) with count, bytes, shapes and dtypes.
 
