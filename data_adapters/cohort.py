@@ -1,14 +1,16 @@
-"""A preset's sites backed by a synthetic cohort on disk: synthesize once, read back as a hospital would."""
+"""Sites opened from their YAML files as their nodes would, and synthetic cohorts ready to run as experiments."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
+
+import yaml
 
 from medsplit.data import SiteData as EngineSiteData
+from medsplit.errors import ConfigError
 from medsplit.meter import Meter
 from medsplit.topology import Topology
 from medsplit.transport.local import LocalTransport
@@ -20,7 +22,7 @@ from .report import DataReport
 from .site_data import open_site_data
 from .synth import synth_cohort
 
-__all__ = ["CohortData", "cohort_for_preset", "PARTY_NAMES"]
+__all__ = ["CohortData", "open_sites", "demo_experiment", "PARTY_NAMES"]
 
 #: how the cohort's sites (site_1, site_2, ...) are named in each preset's topology
 PARTY_NAMES: dict[str, Callable[[int], list[str]]] = {
@@ -52,31 +54,47 @@ class CohortData:
         return out
 
 
-def cohort_for_preset(preset: str, *, sites: int, patients: int, seed: int, root: str | os.PathLike,
-                      meter: Meter | None = None) -> CohortData:
-    """Synthesize (or reuse) a cohort under ``root`` and open each site's files with its site YAML.
+def open_sites(site_configs: Mapping[str, str | os.PathLike], *, align: bool, meter: Meter | None = None,
+               order_key: bytes | None = None, root: Path | None = None) -> CohortData:
+    """Open each party's data with its site YAML, as its site node would.
 
-    Vertical sites are aligned by PSI over an in-process transport, metered in ``meter``.
+    With ``align`` (vertical sites) the sites find their common patients by PSI over an in-process
+    transport, metered in ``meter``; the site that owns labels leads.
     """
+    opened, reports, shapes = {}, {}, {}
+    for party, path in site_configs.items():
+        site_data, report = open_site_data(load_site_config(path))
+        opened[party], reports[party] = site_data, report
+        shapes[party] = dict(site_data.shapes)
+    splits = {p: (d.train, d.val) for p, d in opened.items()}
+    aligned = None
+    if align and len(opened) > 1:
+        leaders = [p for p, d in opened.items() if d.labels]
+        if len(leaders) != 1:
+            raise ConfigError(f"vertical sites need exactly one site that owns the labels, found {leaders or 'none'}",
+                              hint="declare the labels in one site's YAML (labels:)")
+        orders = align_in_process({p: d.row_ids for p, d in opened.items()}, leaders[0], LocalTransport(),
+                                  meter or Meter(), order_key=order_key)
+        splits = {p: opened[p].align(orders[p]) for p in opened}
+        aligned = len(orders[leaders[0]])
+    common = Path(os.path.commonpath([Path(p).resolve().parent for p in site_configs.values()]))
+    return CohortData(root or common, splits, shapes, reports, aligned)
+
+
+def demo_experiment(preset: str, *, sites: int, patients: int, seed: int, root: str | os.PathLike,
+                    topology: Mapping | None = None, training: Mapping | None = None) -> Path:
+    """Synthesize (or reuse) a cohort for ``preset`` under ``root`` and write an experiment YAML for it."""
     parties = PARTY_NAMES[preset](sites)
     layout = "vertical" if preset == "vertical" else "horizontal"
     out = Path(root) / f"{layout}-{len(parties)}x{patients}-seed{seed}"
     if not (out / "experiment.yaml").exists():  # same arguments, same bytes: reuse is safe
         synth_cohort(out, sites=len(parties), patients=patients, seed=seed, layout=layout)
-    opened, reports, shapes = {}, {}, {}
-    for i, party in enumerate(parties):
-        cfg = load_site_config(out / f"site_{i + 1}" / "site.yaml")
-        site_data, report = open_site_data(cfg)
-        opened[party], reports[party] = site_data, report
-        shapes[party] = dict(site_data.shapes)
-    splits = {p: (d.train, d.val) for p, d in opened.items()}
-    aligned = None
-    if layout == "vertical":
-        leader = next(p for p, d in opened.items() if d.labels)
-        # A seeded order key makes the demo reproducible; a deployment lets the leader draw a random one.
-        order_key = hashlib.sha256(f"medsplit-demo-order:{seed}".encode()).digest()
-        orders = align_in_process({p: d.row_ids for p, d in opened.items()}, leader, LocalTransport(),
-                                  meter or Meter(), order_key=order_key)
-        splits = {p: opened[p].align(orders[p]) for p in parties}
-        aligned = len(orders[leader])
-    return CohortData(out, splits, shapes, reports, aligned)
+    data = yaml.safe_load((out / "experiment.yaml").read_text())
+    data["experiment"] = f"demo-{preset}-seed{seed}"
+    data["topology"] = {"preset": preset, **(topology or {})}
+    data["training"] = dict(training or {})
+    for site, party in zip(data["sites"], parties):
+        site["party"] = party
+    path = out / f"demo-{preset}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

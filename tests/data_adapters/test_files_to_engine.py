@@ -9,28 +9,27 @@ import pytest
 import torch
 
 from data_adapters.align import align_in_process
-from data_adapters.cohort import cohort_for_preset
-from medsplit import Kind, Meter, MockTransport, PresetConfig, SplitTrainer, build_preset
+from data_adapters.cohort import demo_experiment, open_sites
+from medsplit import Kind, Meter, MockTransport, SplitTrainer
 from medsplit.cli import main
+from medsplit.experiment import load_experiment
 
 
-def _train_from_files(preset: str, tmp_path, **kw):
+def _train_from_files(preset: str, tmp_path, **topology):
     meter = Meter()
-    cohort = cohort_for_preset(preset, sites=kw.pop("sites", 2), patients=kw.pop("patients", 60), seed=1,
-                               root=tmp_path, meter=meter)
-    shapes = {k: v for party in cohort.shapes.values() for k, v in party.items()}
-    cfg = PresetConfig(image_shape=shapes["image"], ehr_features=shapes.get("ehr", (12,))[0], **kw)
-    torch.manual_seed(1)
-    topo = build_preset(preset, cfg)
+    exp = load_experiment(demo_experiment(preset, sites=topology.pop("sites", 2), patients=topology.pop("patients", 60),
+                                          seed=1, root=tmp_path, topology=topology))
+    topo = exp.build_topology()
+    cohort = open_sites({s.party: s.config for s in exp.sites}, align=topo.schedule == "joint", meter=meter)
     trainer = SplitTrainer(topo, cohort.engine_data(topo), batch_size=16, meter=meter)
     trainer.fit(1)
-    return cohort, trainer
+    return cohort, trainer, exp
 
 
 def test_vertical_cohort_trains_from_files_with_psi_and_fingerprints(tmp_path):
-    cohort, trainer = _train_from_files("vertical", tmp_path, ushaped=True)
+    cohort, trainer, exp = _train_from_files("vertical", tmp_path, ushaped=True)
     # The files are real DICOM, readable by pydicom, with the tags a scanner writes.
-    dcm = next((cohort.root / "site_1").rglob("*.dcm"))
+    dcm = next((exp.path.parent / "site_1").rglob("*.dcm"))
     ds = pydicom.dcmread(dcm)
     assert ds.Modality == "CT" and ds.PixelSpacing and ds.RescaleSlope is not None
     assert cohort.aligned is not None and 0 < cohort.aligned < 60  # patients overlap only partly
@@ -43,7 +42,7 @@ def test_vertical_cohort_trains_from_files_with_psi_and_fingerprints(tmp_path):
 
 
 def test_horizontal_cohort_trains_from_files(tmp_path):
-    cohort, trainer = _train_from_files("horizontal", tmp_path, sites=3, patients=40)
+    cohort, trainer, _ = _train_from_files("horizontal", tmp_path, sites=3, patients=40)
     assert set(cohort.splits) == {"hospital_1", "hospital_2", "hospital_3"}
     assert trainer.history[-1].metrics["diagnosis"]["n"] == sum(len(v) for _, v in cohort.splits.values())
     batch = trainer.data["hospital_1"].train.batch([0, 1])
@@ -73,6 +72,7 @@ def test_demo_trains_from_files_by_default(tmp_path, capsys):
     assert summary["data"] == "files"
     assert {"psi", "fingerprint"} <= {r["kind"] for r in summary["audit"]}
     assert (tmp_path / "data" / "vertical-2x60-seed0" / "experiment.yaml").exists()
+    assert (tmp_path / "data" / "vertical-2x60-seed0" / "demo-vertical.yaml").exists()
 
 
 def test_medsplit_cli_mounts_data_commands(tmp_path, capsys):

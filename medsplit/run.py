@@ -1,0 +1,144 @@
+"""Training an experiment with every party on this machine, and reporting it (console, run store, JSON)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from .engine import EpochRecord, SplitTrainer
+from .errors import MedsplitError
+from .experiment import Experiment
+from .meter import Meter
+from .runstore import RunStore, record_epoch
+from .transport import make_transport
+
+__all__ = ["train_and_report", "run_in_process", "format_epoch"]
+
+
+def format_epoch(rec: EpochRecord, epochs: int) -> str:
+    parts = []
+    for task, m in sorted(rec.metrics.items()):
+        bits = [f"train_loss {rec.train_loss.get(task, float('nan')):.4f}", f"val_loss {m['val_loss']:.4f}"]
+        bits += [f"{k} {m[k]:.4f}" for k in ("val_auc", "val_acc", "val_mse") if k in m]
+        parts.append(f"{task}: " + ", ".join(bits))
+    dcor = "".join(f"  dCor[{s}] {v:.3f}" for s, v in sorted(rec.dcor.items()))
+    return f"epoch {rec.epoch}/{epochs}  " + " | ".join(parts) + dcor + f"  ({rec.seconds:.1f} s)"
+
+
+def train_and_report(trainer: SplitTrainer, *, epochs: int, info: dict, run_dir: str | Path | None = None,
+                     progress: bool = True, out: TextIO | None = None) -> dict:
+    """Fit, printing one line per epoch and a progress bar; record the run store; return the summary.
+
+    The summary's keys are a contract with users' scripts (``--json``): preset, transport, seed, epochs,
+    metrics, bytes, flops_per_step, audit, and more.
+    """
+    out = out or sys.stdout
+    print(trainer.plan.describe(), file=out)
+    store = RunStore(run_dir) if run_dir else None
+    if store is not None:
+        store.set_info(**info, status="running", started=time.time(), epochs=epochs,
+                       parties=[p.name for p in trainer.topology.parties], topology=trainer.plan.describe())
+        for party in trainer.topology.parties:
+            store.log_event(party.name, "training")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=trainer.steps_per_epoch() * epochs, unit="step", file=sys.stderr, dynamic_ncols=True,
+                   leave=False)
+
+    def on_step(n: int, losses: dict[str, float]) -> None:
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
+
+    def on_epoch(rec: EpochRecord) -> None:
+        if store is not None:
+            record_epoch(store, trainer, rec)
+        line = format_epoch(rec, epochs)
+        if bar is not None:
+            bar.write(line, file=out)
+        else:
+            print(line, file=out)
+
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(epochs, on_epoch=on_epoch, on_step=on_step)
+    except BaseException as exc:
+        if store is not None:
+            store.set_info(status="failed", error=str(exc), ended=time.time())
+            store.close()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if store is not None:
+        for party in trainer.topology.parties:
+            store.log_event(party.name, "finished")
+        store.set_info(status="completed", ended=time.time())
+        store.close()
+    summary = {**info, "epochs": epochs, "status": "completed", "seconds": round(time.perf_counter() - t0, 3),
+               **trainer.summary()}
+    _print_totals(summary, out)
+    return summary
+
+
+def _print_totals(summary: dict, out: TextIO) -> None:
+    print("bytes per party (sent / received) and FLOPs per training step:", file=out)
+    for party, b in summary["bytes"].items():
+        flops = summary["flops_per_step"].get(party, 0)
+        print(f"  {party:<14} {b['sent'] / 1e6:9.2f} MB / {b['received'] / 1e6:9.2f} MB   "
+              f"{flops / 1e6:10.1f} MFLOP", file=out)
+    kinds = sorted({r["kind"] for r in summary["audit"]})
+    print(f"audit: {sum(r['count'] for r in summary['audit'])} tensors crossed a party boundary "
+          f"(kinds: {', '.join(kinds)})", file=out)
+
+
+def _print_cohort(cohort, out: TextIO) -> None:
+    for party, report in cohort.reports.items():
+        train, val = cohort.splits[party]
+        print(f"  {party:<12} {report.found} found, {report.loaded} loaded, {len(report.rejected)} rejected; "
+              f"{len(train)} train / {len(val)} val patients; shapes {cohort.shapes[party]}", file=out)
+    if cohort.aligned is not None:
+        print(f"  aligned by private set intersection: {cohort.aligned} common patients", file=out)
+
+
+def run_in_process(exp: Experiment, *, transport: str = "local", run_dir: str | Path | None = None,
+                   executor: str = "sequential", progress: bool = True, out: TextIO | None = None) -> dict:
+    """Every party in this process: each site's data opened from its own YAML, vertical sites aligned by PSI."""
+    from data_adapters.cohort import open_sites
+
+    out = out or sys.stdout
+    missing = [s.name for s in exp.sites if s.config is None]
+    if missing:
+        raise MedsplitError(f"experiment '{exp.name}': sites {missing} have no 'config:' (their site YAML)",
+                            hint="running every party on this machine needs each site's YAML and data")
+    meter = Meter()
+    topology = exp.build_topology()
+    # Seeded, so that a simulated run is reproducible; a deployment's leader draws a random order key.
+    order_key = hashlib.sha256(f"medsplit-order:{exp.name}:{exp.seed}".encode()).digest()
+    print(f"data: experiment {exp.name} ({exp.path})", file=out)
+    cohort = open_sites({s.party: s.config for s in exp.sites}, align=topology.schedule == "joint", meter=meter,
+                        order_key=order_key)
+    _print_cohort(cohort, out)
+    for s in exp.sites:
+        for key, shape in s.shapes.items():
+            got = cohort.shapes[s.party].get(key)
+            if got is not None and tuple(got) != tuple(shape):
+                raise MedsplitError(f"site '{s.name}' data '{key}' has shape {tuple(got)}, but the experiment "
+                                    f"declares {tuple(shape)}", hint="make the experiment's shape match the "
+                                                                     "site's pipeline (spatial_size, features)")
+    lr = exp.training.lr
+    trainer = SplitTrainer(topology, cohort.engine_data(topology), transport=make_transport(transport),
+                           optimizer=lambda params: torch.optim.Adam(params, lr=lr),
+                           batch_size=exp.training.batch_size, seed=exp.seed, executor=executor,
+                           timeout=exp.training.timeout, meter=meter)
+    info = {"name": exp.name, "preset": exp.topology.preset, "transport": transport, "seed": exp.seed,
+            "nopeek": exp.topology.nopeek, "executor": executor, "experiment": str(exp.path)}
+    return train_and_report(trainer, epochs=exp.training.epochs, info=info, run_dir=run_dir, progress=progress,
+                            out=out)
