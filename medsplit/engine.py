@@ -22,7 +22,7 @@ from .topology import Topology
 from .transport import LocalTransport, Transport
 from .wire import Wire
 
-__all__ = ["SplitTrainer", "Unit", "EpochRecord"]
+__all__ = ["SplitTrainer", "Unit", "EpochRecord", "merge_train_loss", "merge_eval"]
 
 
 @dataclass
@@ -223,13 +223,7 @@ class SplitTrainer:
         return out
 
     def _collect_train_loss(self) -> dict[str, float]:
-        sums: dict[str, list[float]] = {}
-        for runner in self.runners.values():
-            for task, (loss, n) in runner.pop_train_loss().items():
-                s = sums.setdefault(task, [0.0, 0])
-                s[0] += loss * n
-                s[1] += n
-        return {t: s / max(n, 1) for t, (s, n) in sums.items()}
+        return merge_train_loss([runner.pop_train_loss() for runner in self.runners.values()])
 
     def evaluate(self, split: str = "val") -> tuple[dict[str, dict[str, float]], dict[str, float]]:
         """Validation metrics per task (pooled over heads, weighted by rows) and dCor per leaky cut."""
@@ -237,22 +231,7 @@ class SplitTrainer:
             raise MedsplitError(f"cannot evaluate on split '{split}'", hint="evaluation runs on 'val'")
         for spec in self.schedule.eval_units():
             self._run([self._load(spec)])
-        metrics: dict[str, dict[str, float]] = {}
-        dcor: dict[str, float] = {}
-        for runner in self.runners.values():
-            m, d = runner.pop_eval()
-            dcor.update(d)
-            for task, values in m.items():
-                if task not in metrics:
-                    metrics[task] = dict(values)
-                    continue
-                # A task whose heads sit at several sites (horizontal U-shaped): weight by rows.
-                total = metrics[task]["n"] + values["n"]
-                for k, v in values.items():
-                    if k != "n":
-                        metrics[task][k] = (metrics[task][k] * metrics[task]["n"] + v * values["n"]) / total
-                metrics[task]["n"] = total
-        return metrics, dcor
+        return merge_eval([runner.pop_eval() for runner in self.runners.values()])
 
     def fit(self, epochs: int, *, on_epoch: Callable[[EpochRecord], None] | None = None,
             on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[EpochRecord]:
@@ -293,6 +272,37 @@ class SplitTrainer:
             "audit": self.meter.audit(),
             "steps": self.train_steps,
         }
+
+
+def merge_train_loss(per_party: list[dict[str, tuple[float, int]]]) -> dict[str, float]:
+    """Row-weighted mean train loss per task over the parties that computed it."""
+    sums: dict[str, list[float]] = {}
+    for losses in per_party:
+        for task, (loss, n) in losses.items():
+            s = sums.setdefault(task, [0.0, 0])
+            s[0] += loss * n
+            s[1] += n
+    return {t: s / max(n, 1) for t, (s, n) in sums.items()}
+
+
+def merge_eval(per_party: list[tuple[dict[str, dict[str, float]], dict[str, float]]]
+               ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Validation metrics per task pooled over the parties holding a head (row-weighted), and dCor per cut."""
+    metrics: dict[str, dict[str, float]] = {}
+    dcor: dict[str, float] = {}
+    for m, d in per_party:
+        dcor.update(d)
+        for task, values in m.items():
+            if task not in metrics:
+                metrics[task] = dict(values)
+                continue
+            # A task whose heads sit at several sites (horizontal U-shaped): weight by rows.
+            total = metrics[task]["n"] + values["n"]
+            for k, v in values.items():
+                if k != "n":
+                    metrics[task][k] = (metrics[task][k] * metrics[task]["n"] + v * values["n"]) / total
+            metrics[task]["n"] = total
+    return metrics, dcor
 
 
 def _finite(v: float) -> float | None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Transport
+from .gloo import GlooTransport
+from .header import Header, NameTable
 from .local import LocalTransport
 from .mock import MockTransport
+from .rpc import RpcTransport
 
-__all__ = ["Transport", "LocalTransport", "MockTransport", "make_transport", "TRANSPORTS"]
+__all__ = ["Transport", "LocalTransport", "MockTransport", "GlooTransport", "RpcTransport", "NameTable", "Header",
+           "make_transport", "TRANSPORTS"]
 
 TRANSPORTS = ("local",)
 

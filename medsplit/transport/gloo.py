@@ -1,0 +1,567 @@
+"""GlooTransport: tensors between processes over torch.distributed gloo, one 2-rank group per pair of parties.
+
+Why per pair, and no ``init_process_group``: a global group dies with any member, so one crashed site would
+stop every hospital. Here each pair of parties that talk owns a ``ProcessGroupGloo`` of two ranks (rank by
+sorted name) that rendezvous under its own prefix of one ``TCPStore`` hosted by the server::
+
+    medsplit/{run_id}/{a}|{b}/generation        the pair's current generation g (a counter in the store)
+    medsplit/{run_id}/{a}|{b}/gen{g}/joined/{p} which process of party p joined generation g
+    medsplit/{run_id}/{a}|{b}/gen{g}/...        the gloo rendezvous of generation g (a PrefixStore)
+
+A site that crashes and restarts builds a new group for the next generation while the others keep theirs;
+the surviving end calls ``reconnect(peer)`` when it sees the loss (see ``reconnect`` for how both ends agree).
+
+The wire carries tensors only: a fixed int64 header (``header.py``), then the payload as raw bytes. Nothing
+a peer sends is unpickled, and every header is validated before a byte of payload memory is allocated.
+
+Waiting without gloo timeouts: a gloo receive that times out closes its pair for good, so a slow peer would
+turn into a broken connection. Each pair therefore has a receiver thread that always has a header receive
+posted (with a far deadline) and fills a per-peer mailbox; ``recv`` waits on the mailbox with the caller's
+timeout. A side effect is that sends complete as soon as the bytes arrive, whatever the receiving party's
+engine is doing, so ``send`` only posts the header and payload and returns. A completer thread per pair
+keeps the send handles (and their tensors) alive and waits for them in order, each within ``timeout``;
+a send that fails ends the connection, and the next ``recv`` from that peer says so. ``flush()`` and
+``close()`` wait, bounded, until every send has completed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch.distributed import PrefixStore, ProcessGroupGloo, TCPStore
+
+from ..errors import (
+    ConfigError,
+    MedsplitError,
+    PeerTimeout,
+    ProtocolError,
+    TransportError,
+)
+from ..wire import Message
+from .base import Transport
+from .header import (
+    BYE,
+    DEFAULT_MAX_BYTES,
+    HEADER_LEN,
+    MAX_REASON_BYTES,
+    Header,
+    NameTable,
+    bye_header,
+    decode,
+    encode,
+)
+
+__all__ = ["GlooTransport"]
+
+_TAG_HEADER, _TAG_PAYLOAD = 1, 2
+# A receive posted by the receiver thread waits this long; gloo closes the pair when it runs out, so it is
+# "forever" for a training run (11.6 days idle on one pair) while staying far from clock overflow.
+_FOREVER = datetime.timedelta(seconds=1_000_000)
+_POLL = 0.1  # seconds between checks for a closed transport while waiting on a mailbox
+_MAX_PENDING = 64  # unfinished sends per peer before send() waits for the peer to take some (bounds memory)
+_ACK_WAIT = 10.0  # seconds close() waits for its goodbyes to go out and be answered
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+_OPEN: set[GlooTransport] = set()  # strong references: an unclosed transport's threads outlive its owner
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # A receiver thread still inside gloo when the interpreter finalises aborts the process if a peer's
+    # goodbye or a reset wakes it then; closing first ends those threads while the interpreter still runs.
+    for transport in list(_OPEN):
+        transport.close("process exiting")
+
+
+def _td(seconds: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=max(seconds, 0.001))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+class _Lost:
+    """Why a pair's connection ended: a lost socket, a goodbye, or a header that could not be trusted."""
+
+    def __init__(self, cause: str, *, bye: bool = False, error: ProtocolError | None = None) -> None:
+        self.cause, self.bye, self.error = cause, bye, error
+
+
+class _Pair:
+    """One generation of the connection to one peer: its group, mailbox, send queue and threads."""
+
+    def __init__(self, peer: str, rank: int, generation: int, pg: ProcessGroupGloo) -> None:
+        self.peer = peer
+        self.peer_rank = 1 - rank
+        self.generation = generation
+        self.pg = pg
+        self.mailbox: queue.Queue = queue.Queue()
+        self.sends: queue.Queue = queue.Queue()  # (work, tensor, what) for the completer; None ends it
+        self.unfinished = 0
+        self.done = threading.Condition()  # notified whenever a send completes or the connection is lost
+        self.lock = threading.Lock()  # keeps one message's header and payload together, and the goodbye once
+        self.lost: _Lost | None = None
+        self.retired = False
+        self.said_bye = False
+        self.threads: list[threading.Thread] = []
+
+    def post(self, tensors: list[torch.Tensor], what: str) -> None:
+        """Posts one message (header, then payload) for the completer; call with ``lock`` held."""
+        for tag, tensor in zip((_TAG_HEADER, _TAG_PAYLOAD), tensors):
+            work = self.pg.send([tensor], self.peer_rank, tag)
+            with self.done:
+                self.unfinished += 1
+            self.sends.put((work, tensor, what))
+
+    def say_bye(self, me: str, names: NameTable, reason: str) -> None:
+        """Posts this end's goodbye, once (a goodbye answers a goodbye, so both ends' threads return)."""
+        text = reason.encode()[:MAX_REASON_BYTES]
+        with self.lock:
+            if self.said_bye:
+                return
+            self.said_bye = True
+            bye = encode(bye_header(me, self.peer, len(text)), names)
+            self.post([bye, torch.tensor(list(text), dtype=torch.uint8)] if text else [bye], "goodbye")
+
+    def wait_sent(self, deadline: float) -> bool:
+        """Whether every posted send completed (or the connection ended) before ``deadline``."""
+        with self.done:
+            return self.done.wait_for(lambda: self.unfinished == 0 or self.lost is not None,
+                                      max(deadline - time.monotonic(), 0.0))
+
+    def fail(self, lost: _Lost) -> None:
+        if self.lost is None:
+            self.lost = lost
+        self.mailbox.put(lost)
+        with self.done:
+            self.done.notify_all()
+
+
+def _receive_loop(pair: _Pair, me: str, names: NameTable, max_bytes: int) -> None:
+    """Receiver thread body: header, then payload, into the mailbox, until a goodbye or a lost socket.
+
+    A goodbye is answered with one (unless this end said it first), so that both ends' receiver threads
+    return instead of staying blocked inside gloo: a daemon thread that wakes up while the interpreter
+    exits aborts the process.
+    """
+    pg, peer = pair.pg, pair.peer
+    while True:
+        raw = torch.empty(HEADER_LEN, dtype=torch.int64)
+        try:
+            pg.recv([raw], pair.peer_rank, _TAG_HEADER).wait(_FOREVER)
+            header = decode(raw, names, peer=peer, max_bytes=max_bytes, expect_src=peer, expect_dst=me)
+        except ProtocolError as exc:
+            # The payload size is unknown now, so the payload stream cannot be resynchronised: the pair is
+            # done. Tell the peer why, then read headers only (their own tag) until its goodbye comes back.
+            pair.fail(_Lost(exc.message, error=exc))
+            try:
+                pair.say_bye(me, names, f"party '{me}' refused a message: {exc.message}")
+                _drain_headers(pair, names)
+            except Exception:  # noqa: BLE001, S110 - the peer left already
+                pass
+            return
+        except Exception as exc:  # noqa: BLE001 - gloo raises RuntimeError for a closed or reset socket
+            pair.fail(_Lost(_first_line(exc)))
+            return
+        buf = torch.empty(header.nbytes, dtype=torch.uint8)
+        if header.nbytes:
+            try:
+                pg.recv([buf], pair.peer_rank, _TAG_PAYLOAD).wait(_FOREVER)
+            except Exception as exc:  # noqa: BLE001
+                pair.fail(_Lost(_first_line(exc)))
+                return
+        if header.op == BYE:
+            pair.fail(_Lost(bytes(buf.tolist()).decode("utf-8", "replace") or "closed", bye=True))
+            try:
+                pair.say_bye(me, names, "")  # no payload: the peer may be reading headers only
+            except Exception:  # noqa: BLE001, S110 - the peer left already
+                pass
+            return
+        if not pair.retired:
+            pair.mailbox.put(header.message(_from_bytes(buf, header)))
+
+
+def _drain_headers(pair: _Pair, names: NameTable) -> None:
+    while True:
+        raw = torch.empty(HEADER_LEN, dtype=torch.int64)
+        pair.pg.recv([raw], pair.peer_rank, _TAG_HEADER).wait(_FOREVER)
+        try:
+            if decode(raw, names, peer=pair.peer).op == BYE:
+                return
+        except ProtocolError:
+            continue
+
+
+def _complete_loop(pair: _Pair, timeout: datetime.timedelta) -> None:
+    """Completer thread body: waits for each posted send in order; a failure ends the connection."""
+    while True:
+        item = pair.sends.get()
+        if item is None:
+            return
+        work, _, what = item
+        try:
+            work.wait(timeout)  # a gloo timeout closes the pair: a send stuck this long means a dead link
+        except Exception as exc:  # noqa: BLE001
+            pair.fail(_Lost(f"{what} could not be delivered: {_first_line(exc)}"))
+        finally:
+            item = work = None  # drop the tensor now, not when the next send arrives
+            with pair.done:
+                pair.unfinished -= 1
+                pair.done.notify_all()
+
+
+def _to_bytes(tensor: torch.Tensor, copy: bool) -> torch.Tensor:
+    # By default a copy: the send completes later, and the sender must be free to modify its tensor meanwhile.
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    if not flat.numel():
+        return torch.empty(0, dtype=torch.uint8)
+    return flat.view(torch.uint8).clone() if copy else flat.view(torch.uint8)
+
+
+def _from_bytes(buf: torch.Tensor, header: Header) -> torch.Tensor:
+    if header.dtype is torch.bool:
+        return buf.ne(0).reshape(header.shape)  # any non-zero byte is True; no invalid bool values
+    return buf.view(header.dtype).reshape(header.shape)
+
+
+class GlooTransport(Transport):
+    """Point-to-point tensors between this ``party`` and its ``peers`` over gloo.
+
+    ``names``: the run's ``NameTable`` (``NameTable.from_plan(plan)``), the same at every party.
+    ``host``/``port``: the rendezvous store, hosted by the party with ``is_host=True`` (the server; ``port=0``
+    there picks a free port, read back from ``.port``). ``run_id`` separates runs sharing a store.
+    ``timeout``: the bound on store connection, pair rendezvous and completing a send (generous: a 3D
+    activation batch over a hospital uplink is slow). ``local_addr``: the address this party's gloo sockets
+    bind to and advertise (default: 127.0.0.1 when the store is on loopback, else gloo's own choice,
+    which ``GLOO_SOCKET_IFNAME`` steers). ``max_bytes``: the largest payload a peer may announce.
+    ``copy_on_send=False`` saves one copy of every payload (about 10 ms per 20 MB on a small CPU) for callers
+    that never modify a sent tensor in place before the next ``recv`` from that peer or ``flush()``; the
+    engine's activations, gradients, labels and weight vectors are never modified after sending.
+
+    Usage: ``t = GlooTransport(...); t.connect(); ... t.close()``. CPU tensors only (CUDA tensors are copied to
+    the CPU on send); nccl between two GPU parties is not implemented.
+    """
+
+    name = "gloo"
+
+    def __init__(self, party: str, peers: Sequence[str], names: NameTable, host: str, port: int, is_host: bool,
+                 run_id: str, timeout: float = 60.0, *, local_addr: str | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES, copy_on_send: bool = True) -> None:
+        for who in (party, *peers):
+            if "|" in who or "/" in who:
+                raise ConfigError(f"party name '{who}' contains '|' or '/', which the rendezvous keys reserve",
+                                  hint="rename the party in the topology")
+            names.party_id(who)
+        if party in peers:
+            raise ConfigError(f"party '{party}' lists itself as a peer")
+        self.party = party
+        self.peers = tuple(sorted(set(peers)))
+        self.names = names
+        self.host = host
+        self.is_host = is_host
+        self.run_id = run_id
+        self.timeout = float(timeout)
+        self.max_bytes = max_bytes
+        self.copy_on_send = copy_on_send
+        self.local_addr = local_addr or ("127.0.0.1" if host in _LOOPBACK else None)
+        self._token = f"{os.getpid()}-{uuid.uuid4().hex}"  # this process's life, as opposed to a restart's
+        self._pairs: dict[str, _Pair] = {}
+        self._retired: list[_Pair] = []  # kept so that their groups are destroyed here, not in their threads
+        self._established: dict[str, int] = {}  # last generation that connected, per peer
+        self._lock = threading.Lock()
+        self._closed: str | None = None
+        self._store, self._store_id = self._open_store(port)
+        self.port: int = self._store.port
+        _OPEN.add(self)
+
+    # --- rendezvous -------------------------------------------------------------------------------
+
+    @property
+    def _base(self) -> str:
+        return f"medsplit/{self.run_id}"
+
+    def _open_store(self, port: int) -> tuple[TCPStore, str]:
+        """The store (hosted here, or a client of the host's) and the id of the host's store instance."""
+        try:
+            store = TCPStore(self.host, port, None, self.is_host, _td(self.timeout), wait_for_workers=False)
+        except Exception as exc:  # c10d raises RuntimeError/DistNetworkError/TimeoutError
+            if self.is_host:
+                raise TransportError(f"party '{self.party}' could not host the rendezvous store on "
+                                     f"{self.host}:{port}: {_first_line(exc)}",
+                                     hint="choose a free port, or stop the process that holds it") from exc
+            raise TransportError(f"party '{self.party}' could not reach the rendezvous store at {self.host}:{port}"
+                                 f" within {self.timeout:.0f} s: {_first_line(exc)}",
+                                 hint="start the server first (it hosts the store), and check that this "
+                                      "address and port are reachable from this site") from exc
+        key = f"{self._base}/store_id"
+        if self.is_host:
+            store.set(key, uuid.uuid4().hex)
+        try:
+            return store, store.get(key).decode()
+        except Exception as exc:
+            raise TransportError(f"party '{self.party}' reached the store at {self.host}:{port} but run "
+                                 f"'{self.run_id}' is not hosted there: {_first_line(exc)}",
+                                 hint="use the run id the server was started with") from exc
+
+    def _ensure_store(self) -> None:
+        """After the host restarted, reconnects to its new store; the old generations went with the old one."""
+        try:
+            current = self._store.get(f"{self._base}/store_id").decode()
+        except Exception as exc:  # the host's store went away
+            if self.is_host:
+                raise TransportError(f"party '{self.party}' lost its own rendezvous store: {_first_line(exc)}") from exc
+            self._store, current = self._open_store(self.port)
+        if current != self._store_id:
+            self._store_id = current
+            self._established.clear()
+
+    def _choose_generation(self, store: TCPStore, pair_key: str, established: int | None) -> int:
+        counter = f"{pair_key}/generation"
+        if established is not None:
+            # This process was connected at `established`: move on, or follow the peer that moved first.
+            got = int(store.compare_set(counter, str(established), str(established + 1)))
+            if got > established:
+                return got
+        got = int(store.compare_set(counter, "", "0"))
+        marker = f"{pair_key}/gen{got}/joined/{self.party}"
+        if store.check([marker]) and store.get(marker).decode() != self._token:
+            # An earlier life of this party joined `got`: this is a restart, so it needs a fresh generation.
+            got = int(store.compare_set(counter, str(got), str(got + 1)))
+        return got
+
+    def _connect_pair(self, peer: str, established: int | None, timeout: float) -> _Pair:
+        a, b = sorted((self.party, peer))
+        pair_key = f"{self._base}/{a}|{b}"
+        rank = 0 if self.party == a else 1
+        # Its own store connection: a client blocks in wait() while holding its connection, and the pairs
+        # rendezvous in parallel.
+        store = self._store.clone()
+        store.set_timeout(_td(timeout))
+        generation = self._choose_generation(store, pair_key, established)
+        store.set(f"{pair_key}/gen{generation}/joined/{self.party}", self._token)
+        opts = ProcessGroupGloo._Options()
+        opts._timeout = _td(timeout)
+        opts._devices = [ProcessGroupGloo.create_device(hostname=self.local_addr) if self.local_addr
+                         else ProcessGroupGloo.create_default_device()]
+        try:
+            pg = ProcessGroupGloo(PrefixStore(f"{pair_key}/gen{generation}", store), rank, 2, opts)
+        except Exception as exc:
+            raise TransportError(
+                f"party '{self.party}' could not connect to '{peer}' (generation {generation}) within "
+                f"{timeout:.0f} s: {_first_line(exc)}",
+                hint=f"start party '{peer}' with run id '{self.run_id}' and rendezvous {self.host}:{self.port}; "
+                     f"check that the two can reach each other") from exc
+        pair = _Pair(peer, rank, generation, pg)
+        pair.threads = [
+            threading.Thread(target=_receive_loop, args=(pair, self.party, self.names, self.max_bytes),
+                             name=f"medsplit-gloo-{self.party}<-{peer}", daemon=True),
+            threading.Thread(target=_complete_loop, args=(pair, _td(self.timeout)),
+                             name=f"medsplit-gloo-{self.party}->{peer}", daemon=True)]
+        for t in pair.threads:
+            t.start()
+        return pair
+
+    def connect(self, peers: Iterable[str] | None = None, *, timeout: float | None = None) -> None:
+        """Builds the pair groups (all peers by default) in parallel, each waiting at most ``timeout``.
+
+        Raises a TransportError naming every peer that did not show up; the pairs that did stay usable.
+        """
+        self._check_open()
+        timeout = self.timeout if timeout is None else timeout
+        todo = [p for p in (self.peers if peers is None else peers) if p not in self._pairs]
+        for p in todo:
+            self._check_peer(p)
+        self._ensure_store()
+        errors: dict[str, BaseException] = {}
+
+        def work(peer: str) -> None:
+            try:
+                pair = self._connect_pair(peer, self._established.get(peer), timeout)
+                with self._lock:
+                    self._pairs[peer] = pair
+                    self._established[peer] = pair.generation
+            except BaseException as exc:  # noqa: BLE001 - reported below, in the caller's thread
+                errors[peer] = exc
+
+        threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in todo]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout + 10.0  # the rendezvous itself is bounded by `timeout`
+        for t in threads:
+            t.join(max(deadline - time.monotonic(), 0.0))
+        missing = [p for p in todo if p not in self._pairs and p not in errors]
+        for p in missing:
+            errors[p] = TransportError(f"party '{self.party}' timed out connecting to '{p}'")
+        if errors:
+            detail = "; ".join(f"'{p}': {getattr(e, 'message', None) or _first_line(e)}" for p, e in errors.items())
+            raise TransportError(f"party '{self.party}' could not connect to {sorted(errors)}: {detail}",
+                                 hint="start every listed party with the same run id and rendezvous address")
+
+    def reconnect(self, peer: str, *, timeout: float | None = None) -> int:
+        """A fresh connection to ``peer`` in the next generation; returns that generation.
+
+        Call it after a recv or send to ``peer`` raised a TransportError (the peer crashed, restarted, closed
+        or called reconnect). The end that was connected at generation g moves the store's counter from g to
+        g + 1 with compare-and-set, so when both ends call it they meet at g + 1; a restarted process, which
+        was never connected, joins the counter's current value unless an earlier life of itself already
+        joined it, in which case it moves the counter on. Messages still in the old mailbox are dropped: they
+        belong to a connection whose other end has gone (resume from a checkpoint after a rejoin).
+        """
+        self._check_open()
+        self._check_peer(peer)
+        old = self._pairs.pop(peer, None)
+        if old is not None:
+            self._retire(old, "reconnecting")
+        self._ensure_store()
+        pair = self._connect_pair(peer, self._established.get(peer), self.timeout if timeout is None else timeout)
+        with self._lock:
+            self._pairs[peer] = pair
+            self._established[peer] = pair.generation
+        return pair.generation
+
+    def generation(self, peer: str) -> int:
+        """The generation of the current connection to ``peer``."""
+        return self._pair(peer, "ask for its generation").generation
+
+    @property
+    def connected(self) -> list[str]:
+        """Peers with a connection that has not been lost."""
+        return [p for p, pair in self._pairs.items() if pair.lost is None]
+
+    # --- messages ---------------------------------------------------------------------------------
+
+    def send(self, msg: Message) -> None:
+        self._check_open()
+        if msg.src != self.party:
+            raise TransportError(f"party '{self.party}' cannot send {msg.describe()} on behalf of '{msg.src}'")
+        pair = self._pair(msg.dst, f"send {msg.describe()}")
+        what = msg.describe()
+        header = encode(Header.of(msg), self.names)
+        payload = _to_bytes(msg.tensor, self.copy_on_send)
+        with pair.done:  # bounds the memory held by sends the peer has not taken yet
+            if not pair.done.wait_for(lambda: pair.unfinished < _MAX_PENDING or pair.lost is not None,
+                                      self.timeout):
+                raise TransportError(f"party '{self.party}' could not send {what}: '{msg.dst}' has not taken "
+                                     f"{pair.unfinished} earlier sends within {self.timeout:.0f} s")
+        if pair.lost is not None:
+            raise self._lost_error(pair, f"sending {what}")
+        with pair.lock:
+            try:
+                pair.post([header, payload] if payload.numel() else [header], what)
+            except Exception as exc:  # gloo refuses to post on a closed pair
+                pair.fail(_Lost(_first_line(exc)))
+                raise self._lost_error(pair, f"sending {what}") from exc
+
+    def recv(self, src: str, dst: str, *, timeout: float, awaiting: str) -> Message:
+        self._check_open()
+        if dst != self.party:
+            raise TransportError(f"party '{self.party}' cannot receive messages addressed to '{dst}'")
+        pair = self._pair(src, f"wait for {awaiting}")
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._closed is not None:
+                raise TransportError(f"party '{dst}' stopped waiting for {awaiting}: {self._closed}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PeerTimeout(f"party '{dst}' waited {timeout:.0f} s for {awaiting} from '{src}' over gloo "
+                                  f"(generation {pair.generation}) and nothing came",
+                                  hint=f"check that party '{src}' is running and did not fail")
+            try:
+                item = pair.mailbox.get(timeout=min(_POLL, left))
+            except queue.Empty:
+                continue
+            if isinstance(item, _Lost):
+                pair.mailbox.put(item)  # every later recv on this connection fails the same way
+                raise self._lost_error(pair, f"waiting for {awaiting}")
+            return item
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until every send so far has completed, at most ``timeout`` (default: the transport's)."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        for pair in list(self._pairs.values()):
+            if not pair.wait_sent(deadline):
+                raise TransportError(f"party '{self.party}' could not deliver {pair.unfinished} sends to "
+                                     f"'{pair.peer}' within {limit:.0f} s",
+                                     hint=f"check that party '{pair.peer}' is running and reachable")
+            if pair.lost is not None and not pair.lost.bye:
+                raise self._lost_error(pair, "flushing its sends")
+
+    def close(self, reason: str | None = None) -> None:
+        """Says goodbye to every peer (with ``reason``), completes sends for a bounded time, drops the groups.
+
+        A peer's pending or next ``recv`` from this party then fails at once with a TransportError that carries
+        ``reason``, instead of waiting out its timeout.
+        """
+        if self._closed is not None:
+            return
+        self._closed = reason or "closed"
+        _OPEN.discard(self)
+        for pair in list(self._pairs.values()):
+            self._retire(pair, self._closed)
+        self._pairs.clear()
+        # The peers answer the goodbye at once (from their receiver threads); wait, bounded, so that no thread
+        # of this process is still inside gloo when the interpreter exits (that aborts the process).
+        deadline = time.monotonic() + min(self.timeout, _ACK_WAIT)
+        for pair in self._retired:
+            for t in pair.threads:
+                t.join(max(deadline - time.monotonic(), 0.0))
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _retire(self, pair: _Pair, reason: str) -> None:
+        self._retired = [p for p in self._retired if any(t.is_alive() for t in p.threads)]
+        pair.retired = True
+        if pair.lost is None:
+            try:
+                pair.say_bye(self.party, self.names, reason)
+                pair.wait_sent(time.monotonic() + min(self.timeout, _ACK_WAIT))
+            except Exception:  # noqa: BLE001, S110 - the peer is gone already; nothing to say goodbye to
+                pass
+        pair.sends.put(None)
+        pair.fail(_Lost(f"connection retired ({reason})"))
+        if any(t.is_alive() for t in pair.threads):
+            self._retired.append(pair)
+        # else: its group is destroyed with the last reference, here, which closes its sockets at once, so a
+        # peer still reading from it sees the connection end instead of waiting.
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise TransportError(f"party '{self.party}': transport closed ({self._closed})")
+
+    def _check_peer(self, peer: str) -> None:
+        if peer not in self.peers:
+            raise TransportError(f"party '{self.party}' has no connection to '{peer}': it is not one of its "
+                                 f"peers {list(self.peers)}", hint="the topology does not connect these parties")
+
+    def _pair(self, peer: str, doing: str) -> _Pair:
+        self._check_peer(peer)
+        pair = self._pairs.get(peer)
+        if pair is None:
+            raise TransportError(f"party '{self.party}' cannot {doing}: not connected to '{peer}'",
+                                 hint="call connect() (or reconnect(peer) after a failure) first")
+        return pair
+
+    def _lost_error(self, pair: _Pair, doing: str) -> MedsplitError:
+        lost = pair.lost
+        assert lost is not None
+        if lost.error is not None:
+            return ProtocolError(f"{lost.error.message} (party '{self.party}' was {doing})", hint=lost.error.hint)
+        if lost.bye:
+            return TransportError(f"party '{pair.peer}' closed its connection to '{self.party}' while "
+                                  f"'{self.party}' was {doing}: {lost.cause}",
+                                  hint=f"see party '{pair.peer}''s log; once it is back, call reconnect('{pair.peer}')")
+        return TransportError(f"party '{self.party}' lost its connection to '{pair.peer}' (generation "
+                              f"{pair.generation}) while {doing}: {lost.cause}",
+                              hint=f"party '{pair.peer}' crashed or was stopped: restart it with the same command, "
+                                   f"then call reconnect('{pair.peer}') here")

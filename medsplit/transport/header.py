@@ -1,0 +1,223 @@
+"""The fixed-size int64 header that precedes every tensor on a multi-process wire, and its strict decoder.
+
+Nothing but integers crosses: names (edges, parties) become ids through a ``NameTable`` that both ends
+derive from the same plan, and the table's fingerprint rides in every header so that two parties running
+different plans fail on the first message instead of mislabelling tensors. ``decode`` trusts nothing: a
+peer controls every field, and the payload buffer is allocated from ``shape`` and ``dtype``, so both are
+checked against a whitelist and a byte limit before any memory is reserved.
+
+Layout (``HEADER_LEN`` int64 values)::
+
+    0 magic    1 version   2 op (data | bye)   3 name-table fingerprint
+    4 kind     5 phase     6 step              7 edge id
+    8 src id   9 dst id   10 dtype id         11 ndim
+    12..19 shape (unused dims are 0)
+
+``op == BYE`` announces that the sender closes this connection; its payload is the reason as UTF-8 bytes
+(a uint8 vector of at most ``MAX_REASON_BYTES``), decoded as text, never evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import ProtocolError
+from ..wire import Kind, Message
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+
+__all__ = ["NameTable", "Header", "encode", "decode", "encode_message", "bye_header",
+           "HEADER_LEN", "MAX_NDIM", "DTYPES", "PHASES", "DATA", "BYE", "DEFAULT_MAX_BYTES", "MAX_REASON_BYTES"]
+
+MAGIC = 0x4D53504C  # "MSPL"
+VERSION = 1
+MAX_NDIM = 8
+HEADER_LEN = 12 + MAX_NDIM
+DATA, BYE = 0, 1
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above a 3D activation batch, far below what would exhaust a node
+MAX_REASON_BYTES = 4096
+
+KINDS: tuple[Kind, ...] = tuple(Kind)
+PHASES: tuple[str, ...] = ("train", "eval", "sync")
+# The whitelist; an id is the position here, so append only (never reorder) and bump VERSION if removing.
+DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.float16, torch.bfloat16,
+                                   torch.int64, torch.int32, torch.uint8, torch.bool)
+_DTYPE_ID = {d: i for i, d in enumerate(DTYPES)}
+_FIELDS = ("magic", "version", "op", "name table", "kind", "phase", "step", "edge", "src", "dst", "dtype",
+           "ndim")
+
+
+class NameTable:
+    """Edge and party names <-> small integer ids, from sorted, de-duplicated name lists.
+
+    Both ends must build it from the same plan (``NameTable.from_plan``); ``fingerprint`` tells them apart.
+    """
+
+    def __init__(self, parties: Iterable[str], edges: Iterable[str]) -> None:
+        self.parties: tuple[str, ...] = tuple(sorted(set(parties)))
+        self.edges: tuple[str, ...] = tuple(sorted(set(edges)))
+        self._party_id = {p: i for i, p in enumerate(self.parties)}
+        self._edge_id = {e: i for i, e in enumerate(self.edges)}
+        text = "\0".join(self.parties) + "\1" + "\0".join(self.edges)
+        # 63 bits, so it is a non-negative int64.
+        self.fingerprint = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> NameTable:
+        """Every party of the topology and every edge, label flow and weights flow the plan declares."""
+        allowed = plan.allowed()
+        return cls(list(plan.parties) + [p for _, _, s, d in allowed for p in (s, d)], [a[0] for a in allowed])
+
+    def party_id(self, name: str) -> int:
+        if name not in self._party_id:
+            raise ProtocolError(f"party '{name}' is not in this run's name table {list(self.parties)}",
+                                hint="every party must build its transport from the same topology")
+        return self._party_id[name]
+
+    def edge_id(self, name: str) -> int:
+        if name not in self._edge_id:
+            raise ProtocolError(f"edge '{name}' is not in this run's name table",
+                                hint="only edges and flows that the topology declares can be sent")
+        return self._edge_id[name]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NameTable) and (self.parties, self.edges) == (other.parties, other.edges)
+
+    def __hash__(self) -> int:
+        return self.fingerprint
+
+    def __repr__(self) -> str:
+        return f"NameTable({len(self.parties)} parties, {len(self.edges)} edges, fingerprint={self.fingerprint:x})"
+
+
+@dataclass(frozen=True)
+class Header:
+    """A decoded header: what the payload that follows is, and how many bytes it has."""
+
+    step: int
+    edge: str
+    kind: Kind
+    src: str
+    dst: str
+    phase: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    op: int = DATA
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _itemsize(self.dtype)
+
+    @classmethod
+    def of(cls, msg: Message) -> Header:
+        return cls(msg.step, msg.edge, msg.kind, msg.src, msg.dst, msg.phase, msg.tensor.dtype,
+                   tuple(msg.tensor.shape))
+
+    def message(self, tensor: torch.Tensor) -> Message:
+        return Message(self.step, self.edge, self.kind, self.src, self.dst, tensor, self.phase)
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def encode(header: Header, names: NameTable) -> torch.Tensor:
+    """The header as a ``(HEADER_LEN,)`` int64 tensor; refuses what ``decode`` would refuse."""
+    what = f"party '{header.src}' cannot send {header.kind.value} on edge '{header.edge}' to '{header.dst}'"
+    if header.dtype not in _DTYPE_ID:
+        raise ProtocolError(f"{what}: dtype {header.dtype} is not one the wire carries",
+                            hint=f"use one of {', '.join(str(d) for d in DTYPES)}")
+    if len(header.shape) > MAX_NDIM:
+        raise ProtocolError(f"{what}: {len(header.shape)} dimensions, more than the wire's {MAX_NDIM}",
+                            hint="flatten trailing dimensions before the cut")
+    if header.phase not in PHASES:
+        raise ProtocolError(f"{what}: unknown phase '{header.phase}'", hint=f"use one of {PHASES}")
+    if header.step < 0:
+        raise ProtocolError(f"{what}: negative step {header.step}")
+    shape = list(header.shape) + [0] * (MAX_NDIM - len(header.shape))
+    values = [MAGIC, VERSION, header.op, names.fingerprint, KINDS.index(header.kind), PHASES.index(header.phase),
+              header.step, names.edge_id(header.edge) if header.op == DATA else 0, names.party_id(header.src), names.party_id(header.dst),
+              _DTYPE_ID[header.dtype], len(header.shape), *shape]
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def encode_message(msg: Message, names: NameTable) -> torch.Tensor:
+    return encode(Header.of(msg), names)
+
+
+def bye_header(src: str, dst: str, reason_bytes: int) -> Header:
+    """A goodbye from ``src``; its payload is ``reason_bytes`` of UTF-8 text."""
+    return Header(0, "", KINDS[0], src, dst, PHASES[0], torch.uint8, (reason_bytes,), op=BYE)
+
+
+def decode(tensor: torch.Tensor, names: NameTable, *, peer: str, max_bytes: int = DEFAULT_MAX_BYTES,
+           expect_src: str | None = None, expect_dst: str | None = None) -> Header:
+    """Validates every field of a received header; a bad one raises ``ProtocolError`` naming peer and field.
+
+    ``expect_src``/``expect_dst``: the connection it came on fixes who may have sent it and to whom, so a
+    peer cannot claim to be another party.
+    """
+
+    def bad(field: str, detail: str, hint: str | None = None) -> ProtocolError:
+        return ProtocolError(f"peer '{peer}' sent a header with a bad {field}: {detail}",
+                             hint=hint or "the peer runs an incompatible or faulty medsplit; the connection "
+                                          "cannot be trusted further and must be re-established")
+
+    if tensor.dtype != torch.int64 or tuple(tensor.shape) != (HEADER_LEN,):
+        raise bad("layout", f"{tensor.dtype} of shape {tuple(tensor.shape)}, expected int64 ({HEADER_LEN},)")
+    v = [int(x) for x in tensor.tolist()]
+    magic, version, op, fingerprint, kind, phase, step, edge, src, dst, dtype, ndim = v[:12]
+    if magic != MAGIC:
+        raise bad("magic", f"{magic:#x}, expected {MAGIC:#x}", "the peer is not a medsplit transport")
+    if version != VERSION:
+        raise bad("version", f"{version}, this party speaks {VERSION}",
+                  "run the same medsplit version at every party")
+    if op not in (DATA, BYE):
+        raise bad("op", f"{op}")
+    if fingerprint != names.fingerprint:
+        raise bad("name table", f"fingerprint {fingerprint:x}, this party's is {names.fingerprint:x}",
+                  "every party must run the same topology (the same parties and edges)")
+    if not 0 <= kind < len(KINDS):
+        raise bad("kind", f"{kind} (0..{len(KINDS) - 1})")
+    if not 0 <= phase < len(PHASES):
+        raise bad("phase", f"{phase} (0..{len(PHASES) - 1})")
+    if step < 0:
+        raise bad("step", f"{step}")
+    if not (0 <= edge < len(names.edges) if op == DATA else edge == 0):
+        raise bad("edge", f"id {edge} (the table has {len(names.edges)} edges)")
+    for field, pid in (("src", src), ("dst", dst)):
+        if not 0 <= pid < len(names.parties):
+            raise bad(field, f"party id {pid} (the table has {len(names.parties)} parties)")
+    if not 0 <= dtype < len(DTYPES):
+        raise bad("dtype", f"id {dtype} (0..{len(DTYPES) - 1})")
+    if not 0 <= ndim <= MAX_NDIM:
+        raise bad("ndim", f"{ndim} (0..{MAX_NDIM})")
+    dims = v[12:]
+    if any(d < 0 for d in dims):
+        raise bad("shape", f"negative dimension in {tuple(dims[:ndim])}")
+    if any(dims[ndim:]):
+        raise bad("shape", f"non-zero values beyond ndim {ndim}: {tuple(dims)}")
+    header = Header(step, names.edges[edge] if op == DATA else "", KINDS[kind], names.parties[src],
+                    names.parties[dst], PHASES[phase], DTYPES[dtype], tuple(dims[:ndim]), op)
+    if header.nbytes > max_bytes:
+        raise bad("shape", f"{header.shape} of {header.dtype} is {header.nbytes} bytes, over the "
+                           f"{max_bytes}-byte limit", "raise max_bytes at the receiver if such tensors are expected")
+    if op == BYE and (header.dtype != torch.uint8 or ndim != 1 or header.nbytes > MAX_REASON_BYTES):
+        raise bad("goodbye", f"payload {header.dtype} {header.shape}, expected uint8 text up to "
+                             f"{MAX_REASON_BYTES} bytes")
+    if expect_src is not None and header.src != expect_src:
+        raise bad("src", f"'{header.src}' on the connection from '{expect_src}'", "a peer may only speak for itself")
+    if expect_dst is not None and header.dst != expect_dst:
+        raise bad("dst", f"'{header.dst}' on a connection to '{expect_dst}'")
+    return header
