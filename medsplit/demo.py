@@ -23,7 +23,7 @@ __all__ = ["DemoOptions", "run_demo", "write_json"]
 @dataclass
 class DemoOptions:
     preset: str = "vertical"
-    transport: str = "local"
+    transport: str = "gloo"
     epochs: int = 5
     seed: int = 0
     nopeek: float = 0.0
@@ -51,6 +51,9 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict:
         raise MedsplitError(f"unknown data source '{opts.data}'", hint="use 'files' or 'memory'")
     if opts.patients < 10:
         raise MedsplitError(f"--patients must be at least 10, got {opts.patients}")
+    if opts.data == "memory" and opts.transport != "local":
+        raise MedsplitError("--data memory keeps every party in this process",
+                            hint="use --transport local with --data memory, or --data files for processes")
     cfg = PresetConfig(sites=opts.sites, nopeek=opts.nopeek, ushaped=opts.ushaped, merge=opts.merge)
     build_preset(opts.preset, cfg)  # refuse a bad preset or option before writing any file
     if opts.data == "files":
@@ -62,8 +65,13 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict:
             opts.preset, sites=opts.sites, patients=opts.patients, seed=opts.seed, root=opts.workdir,
             topology={"ushaped": opts.ushaped, "merge": opts.merge, "nopeek": opts.nopeek},
             training={"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr})
-        summary = run_in_process(load_experiment(path), transport=opts.transport, run_dir=opts.run_dir,
-                                 executor=opts.executor, progress=opts.progress, out=out)
+        if opts.transport == "local":
+            summary = run_in_process(load_experiment(path), transport=opts.transport, run_dir=opts.run_dir,
+                                     executor=opts.executor, progress=opts.progress, out=out)
+        else:
+            from .launch import run_processes
+
+            summary = run_processes(path, transport=opts.transport, run_dir=opts.run_dir, out=out)
     else:
         torch.manual_seed(opts.seed)
         topology = build_preset(opts.preset, cfg)

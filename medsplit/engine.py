@@ -118,7 +118,7 @@ class SplitTrainer:
                 if rows == 0:
                     raise DataError(f"site '{site}' has no {split} rows",
                                     hint="every site needs training and validation rows; check its data report")
-            sample = d.train.batch([0])
+            sample = d.val.batch([0])  # not train: drawing a training sample would advance its augmentation
             for key, shape in party.data.items():
                 if key not in sample:
                     raise DataError(f"site '{site}' data lacks '{key}', which its party declares",

@@ -6,8 +6,9 @@
     ├── DataError                 a site's data cannot be read or is unusable (names path, reason)
     ├── ProtocolError             a peer sent something the plan does not expect (names party, edge, step)
     │   └── PrivacyError          a party tried to send what the topology does not declare
-    └── TransportError            a message could not be delivered
-        └── PeerTimeout           a wait ran out; names the peer and what was awaited
+    ├── TransportError            a message could not be delivered
+    │   └── PeerTimeout           a wait ran out; names the peer and what was awaited
+    └── AuthenticationError       a node could not prove it is a party the experiment lists
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "PrivacyError",
     "TransportError",
     "PeerTimeout",
+    "AuthenticationError",
 ]
 
 
@@ -59,3 +61,7 @@ class TransportError(MedsplitError):
 
 class PeerTimeout(TransportError):
     """A bounded wait for a peer ran out."""
+
+
+class AuthenticationError(MedsplitError):
+    """A node could not prove it is a party the experiment lists; it was refused before any tensor moved."""

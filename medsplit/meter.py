@@ -93,6 +93,15 @@ class Meter:
                     kinds[key[3]] = kinds.get(key[3], 0) + tally.bytes
         return dict(sorted(out.items()))
 
+    def received_from(self, party: str) -> dict[str, int]:
+        """{sender: bytes} that ``party`` received."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for (src, dst, _edge, _kind, _phase), tally in self._received.items():
+                if dst == party:
+                    out[src] = out.get(src, 0) + tally.bytes
+        return out
+
     def audit(self) -> list[dict]:
         """Aggregated audit: one row per (src, dst, edge, kind) with count, bytes, shapes and dtypes.
 

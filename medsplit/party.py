@@ -275,6 +275,29 @@ class PartyRunner:
             raise ProtocolError(f"party '{self.name}' at step {step}: {what} has {rows} rows, but this step "
                                 f"has {st.rows}", hint="the sites' batches are not aligned on the same patients")
 
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of this party: segments, optimizer, and the epoch's running numbers."""
+        return {"modules": {n: m.state_dict() for n, m in self.modules.items()},
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
+                "train_loss": {t: [list(x) for x in v] for t, v in self.train_loss.items()},
+                "rows_seen": dict(self.rows_seen),
+                "flops_per_step": -1 if self.flops_per_step is None else int(self.flops_per_step),
+                "compute_seconds": float(self.compute_seconds)}
+
+    def load_state(self, state: dict) -> None:
+        for name, sd in state["modules"].items():
+            self.modules[name].load_state_dict(sd)
+        if self.optimizer is not None and state["optimizer"]:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.train_loss = defaultdict(list, {t: [tuple(x) for x in v] for t, v in state["train_loss"].items()})
+        self.rows_seen = defaultdict(int, state["rows_seen"])
+        self.flops_per_step = None if state["flops_per_step"] < 0 else state["flops_per_step"]
+        self._flops = 0
+        self.compute_seconds = state["compute_seconds"]
+        self._state.clear()
+
     # --- metrics -----------------------------------------------------------------------------------
 
     def pop_train_loss(self) -> dict[str, tuple[float, int]]:

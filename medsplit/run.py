@@ -84,11 +84,11 @@ def train_and_report(trainer: SplitTrainer, *, epochs: int, info: dict, run_dir:
         store.close()
     summary = {**info, "epochs": epochs, "status": "completed", "seconds": round(time.perf_counter() - t0, 3),
                **trainer.summary()}
-    _print_totals(summary, out)
+    print_totals(summary, out)
     return summary
 
 
-def _print_totals(summary: dict, out: TextIO) -> None:
+def print_totals(summary: dict, out: TextIO) -> None:
     print("bytes per party (sent / received) and FLOPs per training step:", file=out)
     for party, b in summary["bytes"].items():
         flops = summary["flops_per_step"].get(party, 0)

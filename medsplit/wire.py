@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .errors import PrivacyError, ProtocolError
+from .errors import PeerTimeout, PrivacyError, ProtocolError, TransportError
 from .meter import Meter
 
 if TYPE_CHECKING:
     from .transport.base import Transport
 
-__all__ = ["Kind", "Message", "Expect", "Wire"]
+__all__ = ["Kind", "Message", "Expect", "Wire", "PHASES"]
 
 
 class Kind(str, enum.Enum):
@@ -29,6 +30,9 @@ class Kind(str, enum.Enum):
 
 
 _BYTES_KINDS = (Kind.FINGERPRINT, Kind.PSI)
+
+#: when a message is sent: a training step, an evaluation batch, a weight sync, or patient alignment (PSI)
+PHASES: tuple[str, ...] = ("train", "eval", "sync", "align")
 
 @dataclass(frozen=True)
 class Message:
@@ -78,11 +82,14 @@ class Wire:
     """
 
     def __init__(self, transport: Transport, meter: Meter, allowed: set[tuple[str, Kind, str, str]],
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, abort: Callable[[], str | None] | None = None) -> None:
         self.transport = transport
         self.meter = meter
         self.allowed = allowed
         self.timeout = timeout
+        # Checked about once a second while waiting: a node stops waiting when its run moves on (a peer
+        # failed and the server started recovery) instead of sitting out the whole timeout.
+        self.abort = abort
 
     def send(self, msg: Message) -> None:
         if (msg.edge, msg.kind, msg.src, msg.dst) not in self.allowed:
@@ -104,10 +111,28 @@ class Wire:
         self.transport.send(msg)
 
     def recv(self, expect: Expect) -> torch.Tensor:
-        msg = self.transport.recv(expect.src, expect.dst, timeout=self.timeout, awaiting=expect.describe())
+        msg = self._wait(expect)
         self._check(msg, expect)
         self.meter.record(msg, direction="received")
         return msg.tensor
+
+    def _wait(self, expect: Expect) -> Message:
+        if self.abort is None:
+            return self.transport.recv(expect.src, expect.dst, timeout=self.timeout, awaiting=expect.describe())
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.transport.recv(expect.src, expect.dst, timeout=max(min(1.0, left), 0.01),
+                                           awaiting=expect.describe())
+            except PeerTimeout:
+                if left <= 1.0:
+                    raise PeerTimeout(f"party '{expect.dst}' waited {self.timeout:.0f} s for {expect.describe()} "
+                                      "and nothing came",
+                                      hint=f"check that party '{expect.src}' is running and did not fail") from None
+            reason = self.abort()
+            if reason:
+                raise TransportError(f"party '{expect.dst}' stopped waiting for {expect.describe()}: {reason}")
 
     @staticmethod
     def _check(msg: Message, expect: Expect) -> None:

@@ -429,6 +429,11 @@ class GlooTransport(Transport):
             self._established[peer] = pair.generation
         return pair.generation
 
+    @property
+    def store(self) -> TCPStore:
+        """The rendezvous store (hosted here or by the host); after a host restart, its new store."""
+        return self._store
+
     def generation(self, peer: str) -> int:
         """The generation of the current connection to ``peer``."""
         return self._pair(peer, "ask for its generation").generation

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ProtocolError
-from ..wire import Kind, Message
+from ..wire import PHASES, Kind, Message
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -45,7 +45,7 @@ DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above a 3D activation batch, far below
 MAX_REASON_BYTES = 4096
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
-PHASES: tuple[str, ...] = ("train", "eval", "sync")
+# PHASES comes from the wire module: one list of phases for the engine and the header.
 # The whitelist; an id is the position here, so append only (never reorder) and bump VERSION if removing.
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.float16, torch.bfloat16,
                                    torch.int64, torch.int32, torch.uint8, torch.bool)

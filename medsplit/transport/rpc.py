@@ -164,6 +164,11 @@ class RpcTransport(Transport):
 
     # --- messages ---------------------------------------------------------------------------------
 
+    @property
+    def store(self):
+        """The rendezvous store (hosted here or by the host)."""
+        return self._store
+
     def send(self, msg: Message) -> None:
         self._check(msg.dst, f"send {msg.describe()}")
         if msg.src != self.party:

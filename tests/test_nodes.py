@@ -1,0 +1,204 @@
+"""Nodes as real processes on 127.0.0.1: the same numbers as in-process, recovery after kill -9, refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data_adapters.cohort import demo_experiment
+from medsplit.experiment import load_experiment
+from medsplit.launch import run_processes, secret_env_name
+from medsplit.run import run_in_process
+from medsplit.runstore import RunStore
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "medsplit.cli"]
+
+
+def _experiment(tmp_path: Path, preset: str, *, epochs: int = 2, sites: int = 2, patients: int = 48,
+                checkpoint_every: int = 2, **training) -> Path:
+    return demo_experiment(preset, sites=sites, patients=patients, seed=4, root=tmp_path / "data",
+                           training={"epochs": epochs, "batch_size": 8, "checkpoint_every": checkpoint_every,
+                                     "timeout": 30, "rejoin_timeout": 90, **training})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Cluster:
+    """Server and site processes started by hand, so that a test can kill and restart them by PID."""
+
+    def __init__(self, exp_path: Path, run_dir: Path) -> None:
+        self.exp = load_experiment(exp_path)
+        self.exp_path, self.run_dir, self.port = exp_path, run_dir, _free_port()
+        self.env = {**os.environ, **{secret_env_name(s.party): f"secret-{s.party}" for s in self.exp.sites}}
+        self.procs: dict[str, subprocess.Popen] = {}
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def start(self, party: str, env: dict | None = None) -> None:
+        if party == "server":
+            cmd = CLI + ["server", "--experiment", str(self.exp_path), "--port", str(self.port), "--run-dir",
+                         str(self.run_dir)]
+        else:
+            site = next(s for s in self.exp.sites if s.party == party)
+            cmd = CLI + ["site", "--config", str(site.config), "--experiment", str(self.exp_path), "--server",
+                         f"127.0.0.1:{self.port}", "--party", party, "--run-dir", str(self.run_dir / "sites" / party)]
+        log = open(self.run_dir / "logs" / f"{party}.log", "a")  # noqa: SIM115 - handed to the child
+        self.procs[party] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env,
+                                             start_new_session=True)
+        log.close()
+
+    def kill(self, party: str) -> None:
+        os.killpg(self.procs[party].pid, signal.SIGKILL)
+        self.procs[party].wait(timeout=30)
+
+    def wait_for(self, predicate, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            dead = {p: proc.returncode for p, proc in self.procs.items() if proc.poll() not in (None, 0)}
+            assert not dead, f"{dead} died while waiting for {what}:\n{self.logs()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.logs()}"
+            time.sleep(0.1)
+
+    def finish(self, timeout: float = 180) -> dict:
+        for party, proc in self.procs.items():
+            try:
+                assert proc.wait(timeout=timeout) == 0, f"{party} exited with {proc.returncode}:\n{self.logs()}"
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{party} did not finish:\n{self.logs()}")
+        return json.loads((self.run_dir / "summary.json").read_text())
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p}\n{(self.run_dir / 'logs' / f'{p}.log').read_text()[-3000:]}"
+                         for p in self.procs if (self.run_dir / "logs" / f"{p}.log").exists())
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+    def checkpoints(self, party: str) -> list[int]:
+        folder = (self.run_dir if party == "server" else self.run_dir / "sites" / party) / "checkpoints" / party
+        return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.pt")) if folder.exists() else []
+
+
+@pytest.fixture
+def cluster_factory():
+    clusters = []
+
+    def make(exp_path, run_dir):
+        clusters.append(_Cluster(exp_path, run_dir))
+        return clusters[-1]
+
+    yield make
+    for c in clusters:
+        c.stop()
+
+
+def test_gloo_processes_give_the_in_process_numbers(tmp_path):
+    exp_path = _experiment(tmp_path, "horizontal", epochs=2)
+    local = run_in_process(load_experiment(exp_path), run_dir=tmp_path / "local", progress=False)
+    gloo = run_processes(exp_path, transport="gloo", run_dir=tmp_path / "gloo")
+    for task, m in local["metrics"].items():
+        for key in ("val_auc", "val_loss"):
+            assert gloo["metrics"][task][key] == pytest.approx(m[key], abs=1e-6), (task, key)
+    assert gloo["flops_per_step"] == local["flops_per_step"]
+    assert {(r["src"], r["dst"], r["kind"]) for r in gloo["audit"]} == {
+        (r["src"], r["dst"], r["kind"]) for r in local["audit"]}
+    store = RunStore(tmp_path / "gloo", readonly=True)
+    assert store.info()["status"] == "completed"
+    assert {r["status"] for r in store.rows("events")} >= {"connected", "training", "finished"}
+    # Each site's own audit log lists what left it, and nothing but declared kinds.
+    site_dir = tmp_path / "gloo" / "sites" / "hospital_1"
+    out = subprocess.run(CLI + ["audit", str(site_dir)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "-> server" in out.stdout and "activation" in out.stdout and "labels left this site: YES" in out.stdout
+
+
+def test_vertical_over_gloo_aligns_by_psi_between_site_processes(tmp_path):
+    exp_path = _experiment(tmp_path, "vertical", epochs=1, patients=40)
+    summary = run_processes(exp_path, transport="gloo", run_dir=tmp_path / "run")
+    kinds = {(r["src"], r["kind"]) for r in summary["audit"]}
+    assert ("ehr", "psi") in kinds and ("imaging", "psi") in kinds and ("imaging", "fingerprint") in kinds
+    assert summary["metrics"]["diagnosis"]["n"] > 0
+    order = json.loads((tmp_path / "run" / "sites" / "imaging" / "aligned_order.json").read_text())
+    assert 0 < len(order) < 40  # the sites share only part of their patients
+
+
+def test_a_killed_site_rejoins_and_the_run_finishes_as_if_uninterrupted(tmp_path, cluster_factory):
+    exp_path = _experiment(tmp_path, "vanilla", sites=1, epochs=3, patients=64, checkpoint_every=2)
+    reference = run_in_process(load_experiment(exp_path), run_dir=tmp_path / "ref", progress=False)
+    c = cluster_factory(exp_path, tmp_path / "run")
+    c.start("server")
+    c.start("hospital")
+    # Mid-run: after a checkpoint inside the second epoch (each epoch is 7 steps of 8 patients).
+    c.wait_for(lambda: any(s > 9 for s in c.checkpoints("hospital")), "a checkpoint in epoch 2")
+    c.kill("hospital")
+    c.start("hospital")
+    summary = c.finish()
+    assert summary["session"] >= 2
+    for task, m in reference["metrics"].items():
+        assert summary["metrics"][task]["val_auc"] == pytest.approx(m["val_auc"], abs=0.05)
+    events = [(r["party"], r["status"]) for r in RunStore(tmp_path / "run", readonly=True).rows("events")]
+    assert ("hospital", "down") in events and ("hospital", "resumed") in events
+    assert "resumed from step" in (tmp_path / "run" / "logs" / "hospital.log").read_text()
+
+
+def test_a_killed_server_restarts_from_its_checkpoint(tmp_path, cluster_factory):
+    exp_path = _experiment(tmp_path, "vanilla", sites=1, epochs=3, patients=64, checkpoint_every=2)
+    c = cluster_factory(exp_path, tmp_path / "run")
+    c.start("server")
+    c.start("hospital")
+    c.wait_for(lambda: any(s > 9 for s in c.checkpoints("server")), "a server checkpoint in epoch 2")
+    c.kill("server")
+    c.start("server")
+    summary = c.finish()
+    assert summary["metrics"]["diagnosis"]["val_auc"] > 0.5
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert "resumed from step" in (tmp_path / "run" / "logs" / "server.log").read_text()
+
+
+def test_a_site_with_the_wrong_secret_is_refused_before_any_tensor(tmp_path, cluster_factory):
+    exp_path = _experiment(tmp_path, "vanilla", sites=1, epochs=1, rejoin_timeout=10)
+    c = cluster_factory(exp_path, tmp_path / "run")
+    c.start("server")
+    c.start("hospital", env={**c.env, secret_env_name("hospital"): "not-the-secret"})
+    assert c.procs["hospital"].wait(timeout=60) != 0
+    assert c.procs["server"].wait(timeout=60) != 0
+    site_log = (tmp_path / "run" / "logs" / "hospital.log").read_text()
+    server_log = (tmp_path / "run" / "logs" / "server.log").read_text()
+    assert "refused" in site_log and "refused party 'hospital'" in server_log
+    audit = tmp_path / "run" / "sites" / "hospital" / "audit.jsonl"
+    assert not audit.exists() or audit.read_text() == ""  # nothing left the site
+    events = RunStore(tmp_path / "run", readonly=True).rows("events")
+    assert ("hospital", "refused") in [(r["party"], r["status"]) for r in events]
+
+
+def test_rpc_transport_runs_a_multihop_chain(tmp_path):
+    exp_path = _experiment(tmp_path, "multihop", sites=1, epochs=1)
+    summary = run_processes(exp_path, transport="rpc", run_dir=tmp_path / "run")
+    assert {r["src"] for r in summary["audit"]} == {"hospital", "relay_1", "server"}
+    assert summary["metrics"]["diagnosis"]["n"] > 0
+
+
+def test_site_config_node_section_is_validated(tmp_path):
+    exp_path = _experiment(tmp_path, "vanilla", sites=1, epochs=1)
+    site_yaml = load_experiment(exp_path).sites[0].config
+    data = yaml.safe_load(site_yaml.read_text())
+    data["node"] = {"servr": "127.0.0.1:1"}
+    site_yaml.write_text(yaml.safe_dump(data))
+    out = subprocess.run(CLI + ["site", "--config", str(site_yaml)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "node.servr" in out.stderr
