@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.medsplit-installed
 # The CPU wheel, installed first so that nothing resolves a looser `torch` to a CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean browser
 
 install: $(STAMP)
 
@@ -20,10 +20,26 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/medsplit demo --preset vertical --ushaped --transport local
+	$(BIN)/medsplit demo --preset vertical --ushaped
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Chromium for the dashboard's browser test (Debian's package; Playwright drives it, nothing is downloaded
+# by Playwright). Quiet and idempotent; where apt-get cannot run, that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if ! command -v apt-get >/dev/null 2>&1; then SUDO=none; \
+		elif [ "$$(id -u)" = 0 ]; then SUDO=; \
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+		else SUDO=none; fi; \
+		if [ "$$SUDO" = none ]; then \
+			echo "note: chromium is not installed and apt-get cannot run here; the dashboard browser test will be skipped" >&2; \
+		else \
+			echo "installing chromium (apt-get) for the dashboard browser test"; \
+			( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) \
+				>/dev/null 2>&1 || echo "note: apt-get could not install chromium; the dashboard browser test will be skipped" >&2; \
+		fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache

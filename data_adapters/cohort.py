@@ -42,6 +42,23 @@ class CohortData:
     shapes: dict[str, dict[str, tuple[int, ...]]]
     reports: dict[str, DataReport]
     aligned: int | None  # common patients after PSI (vertical), else None
+    sites: dict = None  # party -> the opened site data (data_adapters.site_data.SiteData)
+    orders: dict = None  # party -> agreed patient order (vertical), else None
+
+    def all_rows(self, topology: Topology) -> dict[str, EngineSiteData]:
+        """Every row of each party (train and validation, aligned for vertical), without augmentation."""
+        from .site_data import SiteDataset
+
+        out = {}
+        for party in topology.parties:
+            if party.name in self.splits:
+                site = self.sites[party.name]
+                ids = (self.orders or {}).get(party.name) or site.row_ids
+                labels = tuple(k for k in party.labels if k in site.labels)
+                ds = SiteDataset(site, ids, train=False)
+                out[party.name] = EngineSiteData(DatasetSource(ds, tuple(party.data) + labels),
+                                                 DatasetSource(ds, tuple(party.data) + labels))
+        return out
 
     def engine_data(self, topology: Topology) -> dict[str, EngineSiteData]:
         """Per party, batches of exactly the data and label keys its place in ``topology`` declares."""
@@ -67,7 +84,7 @@ def open_sites(site_configs: Mapping[str, str | os.PathLike], *, align: bool, me
         opened[party], reports[party] = site_data, report
         shapes[party] = dict(site_data.shapes)
     splits = {p: (d.train, d.val) for p, d in opened.items()}
-    aligned = None
+    aligned, orders = None, None
     if align and len(opened) > 1:
         leaders = [p for p, d in opened.items() if d.labels]
         if len(leaders) != 1:
@@ -78,7 +95,7 @@ def open_sites(site_configs: Mapping[str, str | os.PathLike], *, align: bool, me
         splits = {p: opened[p].align(orders[p]) for p in opened}
         aligned = len(orders[leaders[0]])
     common = Path(os.path.commonpath([Path(p).resolve().parent for p in site_configs.values()]))
-    return CohortData(root or common, splits, shapes, reports, aligned)
+    return CohortData(root or common, splits, shapes, reports, aligned, opened, orders)
 
 
 def demo_experiment(preset: str, *, sites: int, patients: int, seed: int, root: str | os.PathLike,

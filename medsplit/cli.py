@@ -23,6 +23,7 @@ commands:
   server   run the server of an experiment (hosts the rendezvous and the run store), or a relay
   site     run a site node: reads its local data, joins the server, trains its segments
   audit    summarise what left a site, from its audit log
+  predict  run a trained model forward on the sites' data; predictions stay at the labels' site
   data     check a site's data (DICOM, EHR tables) exactly as training reads it: `medsplit data check`
   synth    write a synthetic hospital cohort: DICOM files, EHR CSVs, site YAMLs and an experiment YAML
   dashboard  open the web dashboard on localhost: design topologies, launch runs, watch them (no data shown)
@@ -149,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
     audit.set_defaults(func=_audit)
 
+    predict = sub.add_parser("predict", help="predict with a trained split model",
+                             description="Load every party's last checkpoint from RUN_DIR and run the topology "
+                                         "forward over each site's data (its site YAML); each task's predictions "
+                                         "are written at the site that owns its labels.")
+    predict.add_argument("experiment", metavar="EXP.yaml", help="the experiment the model was trained with")
+    predict.add_argument("--run-dir", required=True, metavar="DIR", help="the training run's directory")
+    predict.add_argument("--out", required=True, metavar="DIR", help="where to write predictions, per site")
+    predict.set_defaults(func=_predict)
+
     from data_adapters.check import add_data_commands
 
     add_data_commands(sub)
@@ -238,6 +248,14 @@ def _audit(args: argparse.Namespace) -> int:
 
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 1 if summary["unexpected"] else 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .experiment import load_experiment
+    from .predict import predict_in_process
+
+    predict_in_process(load_experiment(args.experiment), args.run_dir, args.out)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

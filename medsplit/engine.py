@@ -79,7 +79,7 @@ class SplitTrainer:
                  optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] = default_optimizer,
                  batch_size: int = 32, seed: int = 0, executor: Literal["sequential", "threaded"] = "sequential",
                  timeout: float = 60.0, shuffle: bool = True, meter: Meter | None = None,
-                 fingerprint_key: bytes | None = None) -> None:
+                 fingerprint_key: bytes | None = None, require_labels: bool = True) -> None:
         self.plan: Plan = compile_topology(topology)
         self.topology = topology
         self.data = dict(data)
@@ -89,6 +89,7 @@ class SplitTrainer:
         if executor not in ("sequential", "threaded"):
             raise MedsplitError(f"unknown executor '{executor}'", hint="use 'sequential' or 'threaded'")
         self.executor = executor
+        self.require_labels = require_labels
         # Shared by the data sites only (in a deployment, agreed during alignment); the server never has it.
         self.fingerprint_key = fingerprint_key or secrets.token_bytes(32)
         self._check_data()
@@ -126,7 +127,7 @@ class SplitTrainer:
                 if tuple(sample[key].shape[1:]) != tuple(shape):
                     raise DataError(f"site '{site}' data '{key}' has per-sample shape "
                                     f"{tuple(sample[key].shape[1:])}, but the topology declares {tuple(shape)}")
-            for label in party.labels:
+            for label in party.labels if self.require_labels else ():
                 if label not in sample:
                     raise DataError(f"site '{site}' owns labels '{label}' but its data has no such column")
         if self.topology.schedule == "joint" and len(self.topology.sites) > 1:
@@ -146,7 +147,7 @@ class SplitTrainer:
         return self.schedule.step
 
     def _load(self, spec: UnitSpec) -> Unit:
-        split = "val" if spec.phase == "eval" else "train"
+        split = "val" if spec.phase in ("eval", "predict") else "train"
         batches = {}
         for site, idx in spec.rows.items():
             source = getattr(self.data[site], split)
@@ -232,6 +233,20 @@ class SplitTrainer:
         for spec in self.schedule.eval_units():
             self._run([self._load(spec)])
         return merge_eval([runner.pop_eval() for runner in self.runners.values()])
+
+    def predict(self) -> dict[str, torch.Tensor]:
+        """Forward every validation row (no labels needed): {task: outputs}, in the schedule's row order.
+
+        The outputs are gathered here from the head's party; in a deployment they stay at that party.
+        """
+        for spec in self.schedule.eval_units("predict"):
+            self._run([self._load(spec)])
+        out: dict[str, torch.Tensor] = {}
+        for runner in self.runners.values():
+            for task, parts in runner.predictions.items():
+                out[task] = torch.cat(parts)
+            runner.predictions.clear()
+        return out
 
     def fit(self, epochs: int, *, on_epoch: Callable[[EpochRecord], None] | None = None,
             on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[EpochRecord]:

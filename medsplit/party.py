@@ -80,6 +80,7 @@ class PartyRunner:
         self.train_loss: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self.eval_preds: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         self.eval_dcor: dict[str, list[float]] = defaultdict(list)
+        self.predictions: dict[str, list[torch.Tensor]] = defaultdict(list)
         self.flops_per_step: int | None = None
         self.compute_seconds = 0.0
         self._flops = 0
@@ -139,7 +140,7 @@ class PartyRunner:
         st.outputs[seg.name] = out
         if raw:
             st.raw[seg.name] = torch.cat(raw, dim=1)
-            if not train and any(e.src == seg.name for e in self.plan.edges.values()) and out.shape[0] > 1:
+            if phase == "eval" and any(e.src == seg.name for e in self.plan.edges.values()) and out.shape[0] > 1:
                 self.eval_dcor[seg.name].append(float(distance_correlation(st.raw[seg.name], out.detach())))
 
     def _send(self, op: Op, step: int, phase: str) -> None:
@@ -217,6 +218,13 @@ class PartyRunner:
             preds, targets = self.eval_preds[task.name]
             preds.append(pred.detach())
             targets.append(target.detach())
+
+    def _predict(self, op: Op, step: int, phase: str) -> None:
+        """Keep the head's outputs as probabilities (bce, ce) or values (mse); they stay at this party."""
+        task = self.plan.tasks[op.target]
+        out = self._state[step].outputs[task.head].detach()
+        prob = torch.sigmoid(out.reshape(-1)) if task.loss == "bce" else out.softmax(1) if task.loss == "ce" else out
+        self.predictions[task.name].append(prob)
 
     def _backward(self, op: Op, step: int, phase: str) -> None:
         st = self._state[step]

@@ -56,7 +56,7 @@ class WeightsFlow:
 class Op:
     """One thing one party does in a step. ``target`` is a segment, edge, label flow or task name."""
 
-    action: Literal["forward", "send", "recv", "loss", "backward", "update", "average", "check"]
+    action: Literal["forward", "send", "recv", "loss", "backward", "update", "average", "check", "predict"]
     party: str
     target: str = ""
     kind: Kind | None = None
@@ -182,7 +182,7 @@ class Plan:
             active.append(name)
         return active
 
-    def step_ops(self, active_sites: Iterable[str], phase: Literal["train", "eval"] = "train") -> list[Op]:
+    def step_ops(self, active_sites: Iterable[str], phase: Literal["train", "eval", "predict"] = "train") -> list[Op]:
         """The ops of one step in which ``active_sites`` take part (cached: a step's shape never changes)."""
         key = (frozenset(active_sites), phase)
         if key not in self._ops_cache:
@@ -208,6 +208,9 @@ class Plan:
             if task.head not in active:
                 continue
             dst = self.segments[task.head].party
+            if phase == "predict":  # no labels, no loss: the head's party keeps its outputs
+                ops.append(Op("predict", dst, task.name))
+                continue
             owners = [o for o in self.label_owners(task.label) if o in active_sites or o == dst]
             if len(owners) != 1:
                 raise TopologyError(

@@ -140,5 +140,18 @@ def run_in_process(exp: Experiment, *, transport: str = "local", run_dir: str | 
                            timeout=exp.training.timeout, meter=meter)
     info = {"name": exp.name, "preset": exp.topology.preset, "transport": transport, "seed": exp.seed,
             "nopeek": exp.topology.nopeek, "executor": executor, "experiment": str(exp.path)}
-    return train_and_report(trainer, epochs=exp.training.epochs, info=info, run_dir=run_dir, progress=progress,
-                            out=out)
+    summary = train_and_report(trainer, epochs=exp.training.epochs, info=info, run_dir=run_dir, progress=progress,
+                               out=out)
+    if run_dir:
+        save_final_checkpoints(trainer, Path(run_dir))
+    return summary
+
+
+def save_final_checkpoints(trainer: SplitTrainer, run_dir: Path) -> None:
+    """Each party's trained state, as its node would save it, so that `medsplit predict` can use the model."""
+    from .checkpoint import save_checkpoint
+
+    meta = {"epoch": trainer.epoch, "groups_done": 0, "epoch_start_step": trainer.step,
+            "train_steps": trainer.train_steps, "history": "[]", "in_epoch": 0}
+    for party, runner in trainer.runners.items():
+        save_checkpoint(run_dir / "checkpoints" / party, trainer.step, {"runner": runner.state(), "meta": meta})

@@ -87,15 +87,18 @@ class Schedule:
         if topo.replicas:
             yield [self._unit("sync", self.plan.average_ops(sites))]
 
-    def eval_units(self) -> Iterator[UnitSpec]:
-        """Validation batches in row order: all sites together (joint) or one site after another."""
+    def eval_units(self, phase: str = "eval") -> Iterator[UnitSpec]:
+        """Validation batches in row order: all sites together (joint) or one site after another.
+
+        ``phase="predict"`` runs the same batches forward only, without labels.
+        """
         sites = self.plan.topology.sites
         if self.plan.topology.schedule == "joint":
-            ops = self.plan.step_ops(sites, "eval")
+            ops = self.plan.step_ops(sites, phase)
             for idx in batch_order(self.rows[sites[0]][1], self.batch_size, 0, 0, shuffle=False):
-                yield self._unit("eval", ops, {s: idx for s in sites})
+                yield self._unit(phase, ops, {s: idx for s in sites})
             return
         for site in sites:
-            ops = self.plan.step_ops([site], "eval")
+            ops = self.plan.step_ops([site], phase)
             for idx in batch_order(self.rows[site][1], self.batch_size, 0, 0, shuffle=False):
-                yield self._unit("eval", ops, {site: idx})
+                yield self._unit(phase, ops, {site: idx})

@@ -88,8 +88,9 @@ def test_site_with_zero_rows_is_refused_before_training():
         SplitTrainer(topo, {"site": SiteData(empty, full)})
     with pytest.raises(DataError, match="site 'site' has no data"):
         SplitTrainer(topo, {})
+    wrong = TensorTable({"x": torch.zeros(4, 5), "y": torch.zeros(4)})
     with pytest.raises(DataError, match=r"data 'x' has per-sample shape \(5,\)"):
-        SplitTrainer(topo, {"site": SiteData(TensorTable({"x": torch.zeros(4, 5), "y": torch.zeros(4)}), full)})
+        SplitTrainer(topo, {"site": SiteData(wrong, wrong)})
 
 
 def test_unaligned_vertical_sites_are_refused():
