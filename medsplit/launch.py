@@ -142,6 +142,9 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
     logs.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     env = dict(os.environ)
+    # The parties share this machine's cores and take turns computing: OpenMP threads spinning after their
+    # work (the default) would steal the cores of the party whose turn it is.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for party in plan.parties:
         if party != host:
             env[secret_env_name(party)] = secrets.token_hex(32)
