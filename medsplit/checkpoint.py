@@ -25,7 +25,9 @@ def _path(directory: Path, step: int) -> Path:
     return directory / f"step-{step:09d}.pt"
 
 
-def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any]) -> Path:
+def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any], keep: set[int] = frozenset()
+                    ) -> Path:
+    """Write ``state`` for ``step``; of the older ones, keep the newest KEEP and the steps in ``keep``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = _path(directory, step)
@@ -36,7 +38,8 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, An
         os.fsync(fh.fileno())
     os.replace(tmp, final)
     for old in checkpoint_steps(directory)[:-KEEP]:
-        _path(directory, old).unlink(missing_ok=True)
+        if old not in keep:
+            _path(directory, old).unlink(missing_ok=True)
     return final
 
 

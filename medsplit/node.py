@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,9 +96,11 @@ class Node:
         self.run_dir = Path(opts.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = self.run_dir / "checkpoints" / self.me
-        if opts.fresh:
+        if opts.fresh:  # a new run in an old directory: forget the old run's checkpoints and alignment
             for step in checkpoint_steps(self.ckpt_dir):
                 (self.ckpt_dir / f"step-{step:09d}.pt").unlink()
+            for name in ("epoch_ends.json", "aligned_order.json"):
+                (self.run_dir / name).unlink(missing_ok=True)
         self.meter = Meter()
         lr = self.exp.training.lr
         self.runner = PartyRunner(self.me, self.plan, wire=None,  # type: ignore[arg-type]
@@ -115,6 +118,7 @@ class Node:
         self.control = None
         self.session = 0
         self._training = False  # between connecting this session's channels and its end
+        self.active: list[str] = list(self.plan.parties)  # the parties of the current session
 
     # --- data ----------------------------------------------------------------------------------------
 
@@ -249,18 +253,23 @@ class Node:
                             experiment=str(self.exp.path), nopeek=self.exp.topology.nopeek)
         self._log(f"hosting run '{self.run_id}' on {self.opts.host}:{self.transport.port}")
         members = [p for p in self.plan.parties if p != self.me]
-        failures, last_resume, seen = 0, None, set()
+        failures, last_resume, seen, previous = 0, None, set(), None
         first = True
         while True:
             self.session += 1
             state_file.write_text(json.dumps({"session": self.session}))
             self._set({"session": self.session, "digest": experiment_digest(self.exp)}, "session")
-            wait = self.exp.training.rejoin_timeout
-            ready = self._admit(members, wait)
-            for p in members:
+            ready = self._admit(members)
+            admitted = sorted(ready)
+            for p in admitted:
                 self.store.log_event(p, "resumed" if p in seen else "connected")
-            seen |= set(members)
-            resume = self._common_checkpoint([ready[p]["checkpoints"] for p in members])
+            for p in sorted(set(members) - set(admitted)):
+                self.store.log_event(p, "down", "did not rejoin; the run goes on with the other sites")
+                self._log(f"site '{p}' is down: continuing with {[s for s in admitted if s in self.topology.sites]}")
+            seen |= set(admitted)
+            self.active = [self.me] + admitted
+            resume, load = self._resume_point(ready, previous)
+            previous = set(self.active)
             if resume is not None and resume == last_resume:
                 failures += 1
             else:
@@ -269,14 +278,16 @@ class Node:
                 raise MedsplitError(f"the run failed {failures} times in a row from step {resume}",
                                     hint="see the parties' logs for the error; fix it and restart the server")
             last_resume = resume
-            self._set({"resume": resume}, self.session, "start")
+            # Every party takes its place in the schedule from the host's checkpoint: one truth for where we are.
+            meta = load_checkpoint(self.ckpt_dir, resume)["meta"] if resume is not None else None
+            self._set({"resume": resume, "meta": meta, "active": self.active, "load": load}, self.session, "start")
             try:
                 self._connect(first)
                 first = False
                 rows = self._gather_rows(members)
-                for p in self.plan.parties:
+                for p in self.active:
                     self.store.log_event(p, "training", f"session {self.session}, from step {resume or 0}")
-                summary = self._train(resume, rows)
+                summary = self._train(resume, meta, rows)
             except _RECOVERABLE as exc:
                 self._log(f"session {self.session} stopped: {exc}")
                 for p in self._lost_peers():
@@ -290,7 +301,10 @@ class Node:
                 self.store.log_event(p, "finished")
             self.store.set_info(status="completed", ended=time.time())
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-            self.transport.flush()
+            try:
+                self.transport.flush()
+            except TransportError as exc:  # a peer that left the run earlier; the others have everything
+                self._log(f"at the end: {exc.message}")
             time.sleep(0.5)  # let members read "done" before the store goes away
             self.transport.close()
             return summary
@@ -299,17 +313,27 @@ class Node:
         if not hasattr(self.transport, "connected") or not getattr(self, "_connected_once", False):
             return []
         connected = set(self.transport.connected)
-        return [p for p in self._peers() if p not in connected]
+        return [p for p in self._peers() if p in self.active and p not in connected]
 
-    def _admit(self, members: list[str], wait: float) -> dict[str, dict]:
-        """Challenge every member; refuse (and log on both sides) any that cannot prove who it is."""
+    def _admit(self, members: list[str]) -> dict[str, dict]:
+        """Challenge every member; refuse (and log on both sides) any that cannot prove who it is.
+
+        Every party is awaited up to ``training.rejoin_timeout``; in horizontal and SplitFed runs, sites that
+        have not come after ``training.timeout`` are left out of this session (the run goes on without them).
+        """
         ready: dict[str, dict] = {}
-        deadline = time.monotonic() + wait
+        tr = self.exp.training
+        deadline = time.monotonic() + tr.rejoin_timeout
+        optional_after = time.monotonic() + min(tr.timeout, tr.rejoin_timeout)
+        optional = set(self.topology.sites) if self.topology.schedule != "joint" else set()
         pending = set(members)
         nonces: dict[str, bytes] = {}
         while pending:
-            if time.monotonic() > deadline:
-                raise MedsplitError(f"parties {sorted(pending)} did not join within {wait:.0f} s",
+            now = time.monotonic()
+            if now > optional_after and pending <= optional and set(ready) & optional:
+                return ready  # the missing sites are down: go on with the others
+            if now > deadline:
+                raise MedsplitError(f"parties {sorted(pending)} did not join within {tr.rejoin_timeout:.0f} s",
                                     hint="start them (medsplit site --config SITE.yaml); the rejoin wait is "
                                          "training.rejoin_timeout in the experiment")
             for p in sorted(pending):
@@ -342,7 +366,7 @@ class Node:
                 self._log(f"party '{p}' authenticated ({creds.describe()})")
                 pending.discard(p)
             time.sleep(0.05)
-        refused = [p for p in members if p not in ready]
+        refused = [p for p in members if p not in ready and p not in optional]
         if refused:
             raise AuthenticationError(f"parties {refused} were refused; no tensor was exchanged with them",
                                       hint="check their credentials (secret or key) and that they run the same "
@@ -354,24 +378,61 @@ class Node:
         self.store.log_event(party, "refused", why)
         self._log(f"refused party '{party}': {why}")
 
-    def _common_checkpoint(self, member_steps: list[list[int]]) -> int | None:
-        common = set(checkpoint_steps(self.ckpt_dir))
-        for steps in member_steps:
-            common &= set(steps)
-        return max(common) if common else None
+    def _resume_point(self, ready: dict[str, dict], previous: set[str] | None) -> tuple[int | None, dict]:
+        """The step to resume from, and which of its own checkpoints each party loads.
+
+        The server, relays and (vertical) every site must all have that exact step. A horizontal site may
+        have missed it (it was down): it loads its newest checkpoint up to that step, and the client weights
+        reach it by hand-off or averaging before its next turn. When the set of parties changes, the
+        schedule changes with it, so only a checkpoint at an epoch's end will do.
+        """
+        changed = previous is not None and previous != set(self.active)
+        replicas = set(self.topology.sites) if self.topology.schedule != "joint" else set()
+        exact = [p for p in ready if p not in replicas]
+        common = set(self._epoch_ends() if changed else checkpoint_steps(self.ckpt_dir))
+        for p in exact:
+            common &= set(ready[p]["epoch_ends"] if changed else ready[p]["checkpoints"])
+        resume = max(common) if common else None
+        load = {self.me: resume}
+        for p, info in ready.items():
+            older = [s for s in info["checkpoints"] if resume is not None and s <= resume]
+            load[p] = resume if p in exact else (max(older) if older else None)
+        return resume, load
+
+    def _epoch_ends(self) -> list[int]:
+        path = self.run_dir / "epoch_ends.json"
+        steps = set(checkpoint_steps(self.ckpt_dir))
+        return sorted(s for s in (json.loads(path.read_text()) if path.exists() else []) if s in steps)
 
     def _connect(self, first: bool) -> None:
+        peers = [p for p in self._peers() if p in self.active]
         if first:
-            self.transport.connect()
-        else:
-            for peer in self._peers():
-                self.transport.reconnect(peer)
+            if self.opts.transport == "rpc":  # a static group: every listed party, once
+                self.transport.connect()
+            else:
+                self.transport.connect(peers)
+        else:  # in parallel: two parties that both wait on a third must not wait on each other first
+            errors: list[BaseException] = []
+
+            def one(peer: str) -> None:
+                try:
+                    self.transport.reconnect(peer)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=one, args=(p,), daemon=True) for p in peers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
         self._connected_once = True
 
     def _gather_rows(self, members: list[str]) -> dict[str, list[int]]:
         if self.is_host:
             rows = {s: self._wait(self.exp.training.timeout, f"site '{s}' to report its rows",
-                                  self.session, "rows", s) for s in self.topology.sites}
+                                  self.session, "rows", s) for s in self.topology.sites if s in self.active}
             self._set(rows, self.session, "rows")
             return rows
         if self.is_site:
@@ -399,11 +460,11 @@ class Node:
                 return None
             self.session = info["session"]
             try:
-                resume = self._join()
+                load, meta = self._join()
                 self._connect(first)
                 first = False
                 rows = self._gather_rows([])
-                self._train(resume, rows)
+                self._train(load, meta, rows)
                 self._wait_done()
                 self._log("finished")
                 self.transport.close()
@@ -450,8 +511,13 @@ class Node:
             self._log(f"the server refused this party: {verdict}")
             raise AuthenticationError(f"the server refused party '{self.me}': {verdict}",
                                       hint="check this site's credentials against the experiment's")
-        self._set({"checkpoints": checkpoint_steps(self.ckpt_dir)}, self.session, "ready", self.me)
-        return self._wait(t, "the server's start", self.session, "start")["resume"]
+        self._set({"checkpoints": checkpoint_steps(self.ckpt_dir), "epoch_ends": self._epoch_ends()},
+                  self.session, "ready", self.me)
+        start = self._wait(t, "the server's start", self.session, "start")
+        self.active = start["active"]
+        if self.me not in self.active:
+            raise PeerTimeout(f"party '{self.me}' is not part of session {self.session}; waiting for the next")
+        return start["load"].get(self.me), start["meta"]
 
     def _wait_done(self) -> None:
         deadline = time.monotonic() + self.exp.training.timeout
@@ -465,38 +531,41 @@ class Node:
 
     # --- training ------------------------------------------------------------------------------------
 
-    def _train(self, resume: int | None, rows: dict[str, list[int]]) -> dict:
+    def _train(self, load: int | None, meta: dict | None, rows: dict[str, list[int]]) -> dict:
         self._training = True
         try:
-            return self._train_session(resume, rows)
+            return self._train_session(load, meta, rows)
         finally:
             self._training = False
 
-    def _train_session(self, resume: int | None, rows: dict[str, list[int]]) -> dict:
+    def _train_session(self, load: int | None, meta: dict | None, rows: dict[str, list[int]]) -> dict:
+        """Train from the position in ``meta`` (the host's checkpoint), with this party's state at ``load``."""
         runner, tr = self.runner, self.exp.training
         runner.wire = Wire(self.transport, self.meter, self.plan.allowed(), timeout=tr.timeout, abort=self._aborted)
-        schedule = Schedule(self.plan, {s: tuple(r) for s, r in rows.items()}, tr.batch_size, self.exp.seed)
+        schedule = Schedule(self.plan, {s: tuple(r) for s, r in rows.items()}, tr.batch_size, self.exp.seed,
+                            sites=[s for s in self.topology.sites if s in self.active])
         epoch, groups_done, train_steps = 0, 0, 0
         history: list[dict] = []
-        meta: dict = {}
-        if resume is not None:
-            state = load_checkpoint(self.ckpt_dir, resume)
-            runner.load_state(state["runner"])
-            meta = state["meta"]
+        resume = meta is not None
+        if resume:
+            if load is not None:
+                runner.load_state(load_checkpoint(self.ckpt_dir, load)["runner"])
             epoch, groups_done, train_steps = meta["epoch"], meta["groups_done"], meta["train_steps"]
             schedule.step = meta["epoch_start_step"]
             history = json.loads(meta["history"])
-            self._log(f"resumed from step {resume} (epoch {epoch + 1}, {groups_done} steps into it)")
+            state = f"its checkpoint of step {load}" if load is not None else "its current weights"
+            self._log(f"resumed at epoch {epoch + 1}, {groups_done} steps into it, from {state}")
         else:
             for spec in schedule.initial_sync():
                 self._run_unit(spec)
             # Every party can always go back to the start: a failure before the first checkpoint
             # must not leave the survivors' half-trained weights beside a restarted party's fresh ones.
             self._checkpoint(schedule.step, 0, 0, schedule.step, 0, [])
+            self._mark_epoch_end(schedule.step)  # the start of epoch 1 is an epoch boundary too
         first_epoch = epoch
         for epoch in range(first_epoch, tr.epochs):
             epoch_start = schedule.step
-            in_epoch = meta.get("in_epoch", 0) if resume is not None and epoch == first_epoch else 0
+            in_epoch = meta.get("in_epoch", 0) if resume and epoch == first_epoch else 0
             t0 = time.perf_counter()
             for gi, specs in enumerate(schedule.train_epoch(epoch)):
                 if gi < groups_done:
@@ -517,6 +586,12 @@ class Node:
             if record is not None:
                 history.append(record)
             self._checkpoint(schedule.step, epoch + 1, 0, schedule.step, train_steps, history)
+            self._mark_epoch_end(schedule.step)
+            if self.is_host and epoch + 1 < tr.epochs:
+                back = [p for p in self.plan.parties if p not in self.active
+                        and self._control().get(self._key(self.session, "hello", p)) is not None]
+                if back:  # a site that was down is back: the next session takes it in, from this epoch's end
+                    raise PeerTimeout(f"{back} came back; starting a session that includes them")
         return self._summary(history, train_steps)
 
     def _progress(self, epoch: int, done: int, total: int) -> None:
@@ -548,11 +623,20 @@ class Node:
                 self.runner.run(op, spec.step, spec.phase)
         self.runner.finish(spec.step)
 
+    def _mark_epoch_end(self, step: int) -> None:
+        path = self.run_dir / "epoch_ends.json"
+        steps = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(sorted(set(steps) | {step})))
+
     def _checkpoint(self, step: int, epoch: int, groups_done: int, epoch_start: int, train_steps: int,
                     history: list[dict], in_epoch: int = 0) -> None:
         meta = {"epoch": epoch, "groups_done": groups_done, "epoch_start_step": epoch_start,
                 "train_steps": train_steps, "history": json.dumps(history), "in_epoch": in_epoch}
-        save_checkpoint(self.ckpt_dir, step, {"runner": self.runner.state(), "meta": meta})
+        # The newest epoch boundary is kept whatever the rotation: after a horizontal site leaves or comes
+        # back, the run can only resume from one.
+        ends = self._epoch_ends()
+        save_checkpoint(self.ckpt_dir, step, {"runner": self.runner.state(), "meta": meta},
+                        keep={ends[-1]} if ends else set())
 
     def _report_epoch(self, epoch: int, train_steps: int, seconds: float) -> dict | None:
         """Every party posts its aggregates; the host merges them into the run store and prints the line."""
@@ -566,7 +650,7 @@ class Node:
             return None
         posted = {p: mine if p == self.me else self._wait(self.exp.training.timeout, f"party '{p}' epoch {epoch}",
                                                           self.session, "epoch", epoch, p)
-                  for p in self.plan.parties}
+                  for p in self.active}
         train_loss = merge_train_loss([{t: tuple(v) for t, v in m["train_loss"].items()} for m in posted.values()])
         val, dcor = merge_eval([(m["metrics"], m["dcor"]) for m in posted.values()])
         self.store.log_metrics(epoch, train_steps, {t: {"loss": v} for t, v in train_loss.items()}, "train")

@@ -34,9 +34,11 @@ class Schedule:
     """Generates units in order and numbers them. ``rows`` is {site: (train rows, val rows)}."""
 
     def __init__(self, plan: Plan, rows: Mapping[str, tuple[int, int]], batch_size: int, seed: int,
-                 shuffle: bool = True, step: int = 0) -> None:
+                 shuffle: bool = True, step: int = 0, sites: list[str] | None = None) -> None:
         self.plan = plan
         self.rows = dict(rows)
+        # The sites taking part: all of them, or (horizontal, SplitFed) those that are up.
+        self.sites = [s for s in plan.topology.sites if sites is None or s in sites]
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -49,13 +51,12 @@ class Schedule:
     def initial_sync(self) -> list[UnitSpec]:
         """Horizontal: every site starts from the first site's client weights (one model travels)."""
         topo = self.plan.topology
-        if topo.schedule == "turns" and topo.replicas:
-            sites = topo.sites
-            return [self._unit("sync", self.plan.handoff_ops(sites[0], sites[1:]))]
+        if topo.schedule == "turns" and topo.replicas and len(self.sites) > 1:
+            return [self._unit("sync", self.plan.handoff_ops(self.sites[0], self.sites[1:]))]
         return []
 
     def steps_per_epoch(self) -> int:
-        sites = self.plan.topology.sites
+        sites = self.sites
         if self.plan.topology.schedule == "joint":
             sites = sites[:1]
         return sum(-(-self.rows[s][0] // self.batch_size) for s in sites)
@@ -63,7 +64,7 @@ class Schedule:
     def train_epoch(self, epoch: int) -> Iterator[list[UnitSpec]]:
         """The epoch as groups of units, lazily; the units of one group may run concurrently (SplitFed)."""
         topo = self.plan.topology
-        sites = topo.sites
+        sites = self.sites
         if topo.schedule == "joint":
             ops = self.plan.step_ops(sites)
             for idx in batch_order(self.rows[sites[0]][0], self.batch_size, self.seed, epoch, self.shuffle):
@@ -76,9 +77,9 @@ class Schedule:
                 ops = self.plan.step_ops([site])
                 for idx in orders[site]:
                     yield [self._unit("train", ops, {site: idx})]
-                if topo.replicas:
+                nxt = [sites[i + 1]] if i + 1 < len(sites) else [s for s in sites if s != site]
+                if topo.replicas and nxt:
                     # Hand the client on; after the last site, to everyone, so all evaluate the same model.
-                    nxt = [sites[i + 1]] if i + 1 < len(sites) else [s for s in sites if s != site]
                     yield [self._unit("sync", self.plan.handoff_ops(site, nxt))]
             return
         for t in range(max(len(o) for o in orders.values())):
@@ -92,7 +93,7 @@ class Schedule:
 
         ``phase="predict"`` runs the same batches forward only, without labels.
         """
-        sites = self.plan.topology.sites
+        sites = self.sites
         if self.plan.topology.schedule == "joint":
             ops = self.plan.step_ops(sites, phase)
             for idx in batch_order(self.rows[sites[0]][1], self.batch_size, 0, 0, shuffle=False):

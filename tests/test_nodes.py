@@ -61,8 +61,9 @@ class _Cluster:
         log.close()
 
     def kill(self, party: str) -> None:
-        os.killpg(self.procs[party].pid, signal.SIGKILL)
-        self.procs[party].wait(timeout=30)
+        proc = self.procs.pop(party)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
     def wait_for(self, predicate, what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -81,8 +82,8 @@ class _Cluster:
         return json.loads((self.run_dir / "summary.json").read_text())
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p}\n{(self.run_dir / 'logs' / f'{p}.log').read_text()[-3000:]}"
-                         for p in self.procs if (self.run_dir / "logs" / f"{p}.log").exists())
+        return "\n".join(f"--- {log.stem}\n{log.read_text()[-3000:]}"
+                         for log in sorted((self.run_dir / "logs").glob("*.log")))
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -154,7 +155,7 @@ def test_a_killed_site_rejoins_and_the_run_finishes_as_if_uninterrupted(tmp_path
         assert summary["metrics"][task]["val_auc"] == pytest.approx(m["val_auc"], abs=0.05)
     events = [(r["party"], r["status"]) for r in RunStore(tmp_path / "run", readonly=True).rows("events")]
     assert ("hospital", "down") in events and ("hospital", "resumed") in events
-    assert "resumed from step" in (tmp_path / "run" / "logs" / "hospital.log").read_text()
+    assert "resumed at epoch 2" in (tmp_path / "run" / "logs" / "hospital.log").read_text()
 
 
 def test_a_killed_server_restarts_from_its_checkpoint(tmp_path, cluster_factory):
@@ -168,7 +169,7 @@ def test_a_killed_server_restarts_from_its_checkpoint(tmp_path, cluster_factory)
     summary = c.finish()
     assert summary["metrics"]["diagnosis"]["val_auc"] > 0.5
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
-    assert "resumed from step" in (tmp_path / "run" / "logs" / "server.log").read_text()
+    assert "resumed at epoch 2" in (tmp_path / "run" / "logs" / "server.log").read_text()
 
 
 def test_a_site_with_the_wrong_secret_is_refused_before_any_tensor(tmp_path, cluster_factory):
@@ -202,3 +203,27 @@ def test_site_config_node_section_is_validated(tmp_path):
     site_yaml.write_text(yaml.safe_dump(data))
     out = subprocess.run(CLI + ["site", "--config", str(site_yaml)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "node.servr" in out.stderr
+
+
+def test_horizontal_goes_on_without_a_site_that_is_down_and_takes_it_back(tmp_path, cluster_factory):
+    # Enough epochs for the restarted site (seconds to import torch) to come back before the end.
+    exp_path = _experiment(tmp_path, "horizontal", sites=3, epochs=10, patients=48, checkpoint_every=2,
+                           timeout=8, rejoin_timeout=60)
+    c = cluster_factory(exp_path, tmp_path / "run")
+    c.start("server")
+    for site in ("hospital_1", "hospital_2", "hospital_3"):
+        c.start(site)
+    log = tmp_path / "run" / "logs" / "server.log"
+    c.wait_for(lambda: "epoch 1/10  diagnosis" in log.read_text(), "the first epoch to end")
+    c.kill("hospital_2")
+    c.wait_for(lambda: "site 'hospital_2' is down: continuing with" in log.read_text(), "the server to go on")
+    c.start("hospital_2")  # it comes back; the server takes it in at the next epoch's end
+    summary = c.finish()
+    assert [h["epoch"] for h in summary["history"]] == list(range(1, 11))
+    events = [(r["party"], r["status"]) for r in RunStore(tmp_path / "run", readonly=True).rows("events")]
+    down = events.index(("hospital_2", "down"))
+    assert ("hospital_2", "resumed") in events[down:]
+    # Nothing finished was redone: every epoch ended once (a restart from scratch would repeat epoch 1).
+    text = log.read_text()
+    assert [text.count(f"epoch {e}/10  diagnosis") for e in range(1, 11)] == [1] * 10, text[-3000:]
+    assert summary["metrics"]["diagnosis"]["n"] > 0
