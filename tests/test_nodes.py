@@ -227,3 +227,37 @@ def test_horizontal_goes_on_without_a_site_that_is_down_and_takes_it_back(tmp_pa
     text = log.read_text()
     assert [text.count(f"epoch {e}/10  diagnosis") for e in range(1, 11)] == [1] * 10, text[-3000:]
     assert summary["metrics"]["diagnosis"]["n"] > 0
+
+
+def test_a_site_that_sends_a_bad_tensor_is_refused_and_the_run_retries_the_step(tmp_path, cluster_factory):
+    """The site's first activation at step 5 holds NaN: the server rejects it, logs it, and the session
+    restarts from the last checkpoint; the retried step is clean and the run completes."""
+    exp_path = _experiment(tmp_path, "vanilla", sites=1, epochs=2, patients=48, checkpoint_every=2)
+    c = cluster_factory(exp_path, tmp_path / "run")
+    c.start("server")
+    driver = tmp_path / "corrupt_once.py"
+    driver.write_text(
+        "import sys, torch\n"
+        "from medsplit import party\n"
+        "from medsplit.cli import main\n"
+        "orig, done = party.PartyRunner._send, []\n"
+        "def send(self, op, step, phase):\n"
+        "    st = self._state.get(step)\n"
+        "    if step == 5 and not done and op.kind.value == 'activation':\n"
+        "        done.append(1)\n"
+        "        edge = self.plan.edges[op.target]\n"
+        "        st.outputs[edge.src] = st.outputs[edge.src] * float('nan')\n"
+        "    return orig(self, op, step, phase)\n"
+        "party.PartyRunner._send = send\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    site = c.exp.sites[0]
+    log = open(c.run_dir / "logs" / "hospital.log", "w")
+    c.procs["hospital"] = subprocess.Popen(
+        [sys.executable, str(driver), "site", "--config", str(site.config), "--experiment", str(exp_path),
+         "--server", f"127.0.0.1:{c.port}", "--party", "hospital", "--run-dir", str(c.run_dir / "sites" / "hospital")],
+        stdout=log, stderr=subprocess.STDOUT, env=c.env, start_new_session=True)
+    log.close()
+    summary = c.finish()
+    server_log = (c.run_dir / "logs" / "server.log").read_text()
+    assert "holds NaN or Inf" in server_log and "session 1 stopped" in server_log
+    assert summary["session"] == 2 and [h["epoch"] for h in summary["history"]] == [1, 2]
