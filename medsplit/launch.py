@@ -148,6 +148,17 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
     for party in plan.parties:
         if party != host:
             env[secret_env_name(party)] = secrets.token_hex(32)
+    # Sites whose experiment entry or site YAML names its own secret variable get the same secret there.
+    from data_adapters.config import load_site_config
+
+    for s in exp.sites:
+        value = env[secret_env_name(s.party)]
+        if s.secret_env:
+            env[s.secret_env] = value
+        if s.config is not None:
+            node = getattr(load_site_config(s.config), "node", None) or {}
+            if node.get("secret_env"):
+                env[node["secret_env"]] = value
     cli = [sys.executable, "-m", "medsplit.cli"]
     commands = {host: cli + ["server", "--experiment", str(exp.path), "--port", str(port), "--run-dir",
                              str(run_dir), "--transport", transport] + (["--fresh"] if fresh else [])}

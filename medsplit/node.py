@@ -130,6 +130,8 @@ class Node:
             raise ConfigError(f"site party '{self.me}' needs its site YAML (--config)")
         cfg = load_site_config(self.opts.site_config)
         self.site_data, report = open_site_data(cfg)
+        # Counts only: what the server may print about this site's data.
+        self.report_counts = {"found": report.found, "loaded": report.loaded, "rejected": len(report.rejected)}
         print(f"[{self.me}] data: {report.found} found, {report.loaded} loaded, {len(report.rejected)} rejected; "
               f"shapes {dict(self.site_data.shapes)}", file=self.out, flush=True)
         declared = self.plan.parties[self.me].data
@@ -169,6 +171,7 @@ class Node:
             cache.write_text(json.dumps(order))
         # Shared by the data sites (they all hold these IDs), unknown to the server that compares.
         self.fingerprint_key = hashlib.sha256(b"medsplit-fingerprint|" + "\0".join(order).encode()).digest()
+        self.site_data.align_ids = order
         self._set_splits(*self.site_data.align(order))
 
     def rows(self) -> list[int]:
@@ -279,7 +282,7 @@ class Node:
                                     hint="see the parties' logs for the error; fix it and restart the server")
             last_resume = resume
             # Every party takes its place in the schedule from the host's checkpoint: one truth for where we are.
-            meta = load_checkpoint(self.ckpt_dir, resume)["meta"] if resume is not None else None
+            meta = self._load_own(resume)["meta"] if resume is not None else None
             self._set({"resume": resume, "meta": meta, "active": self.active, "load": load}, self.session, "start")
             try:
                 self._connect(first)
@@ -363,7 +366,10 @@ class Node:
                 self._set({"verdict": "ok"}, self.session, "verdict", p)
                 ready[p] = self._wait(max(deadline - time.monotonic(), 1.0), f"party '{p}' to report its checkpoints",
                                       self.session, "ready", p)
-                self._log(f"party '{p}' authenticated ({creds.describe()})")
+                data = ready[p].get("data")
+                counts = f"; data: {data['found']} found, {data['loaded']} loaded, {data['rejected']} rejected" \
+                    if data else ""
+                self._log(f"party '{p}' authenticated ({creds.describe()}){counts}")
                 pending.discard(p)
             time.sleep(0.05)
         refused = [p for p in members if p not in ready and p not in optional]
@@ -431,14 +437,19 @@ class Node:
 
     def _gather_rows(self, members: list[str]) -> dict[str, list[int]]:
         if self.is_host:
-            rows = {s: self._wait(self.exp.training.timeout, f"site '{s}' to report its rows",
-                                  self.session, "rows", s) for s in self.topology.sites if s in self.active}
+            posted = {s: self._wait(self.exp.training.timeout, f"site '{s}' to report its rows",
+                                    self.session, "rows", s) for s in self.topology.sites if s in self.active}
+            aligned = {p["aligned"] for p in posted.values() if p["aligned"] is not None}
+            if aligned and self.session == 1:
+                self._log(f"aligned by private set intersection: {min(aligned)} common patients")
+            rows = {s: p["rows"] for s, p in posted.items()}
             self._set(rows, self.session, "rows")
             return rows
         if self.is_site:
             if self.vertical and self.data is None:
                 self._align()
-            self._set(self.rows(), self.session, "rows", self.me)
+            self._set({"rows": self.rows(), "aligned": len(self.site_data.align_ids) if self.vertical else None},
+                      self.session, "rows", self.me)
         return self._wait(self.exp.training.timeout, "the server to publish every site's rows", self.session, "rows")
 
     def _run_member(self) -> None:
@@ -511,8 +522,8 @@ class Node:
             self._log(f"the server refused this party: {verdict}")
             raise AuthenticationError(f"the server refused party '{self.me}': {verdict}",
                                       hint="check this site's credentials against the experiment's")
-        self._set({"checkpoints": checkpoint_steps(self.ckpt_dir), "epoch_ends": self._epoch_ends()},
-                  self.session, "ready", self.me)
+        self._set({"checkpoints": checkpoint_steps(self.ckpt_dir), "epoch_ends": self._epoch_ends(),
+                   "data": getattr(self, "report_counts", None)}, self.session, "ready", self.me)
         start = self._wait(t, "the server's start", self.session, "start")
         self.active = start["active"]
         if self.me not in self.active:
@@ -549,7 +560,7 @@ class Node:
         resume = meta is not None
         if resume:
             if load is not None:
-                runner.load_state(load_checkpoint(self.ckpt_dir, load)["runner"])
+                runner.load_state(self._load_own(load)["runner"])
             epoch, groups_done, train_steps = meta["epoch"], meta["groups_done"], meta["train_steps"]
             schedule.step = meta["epoch_start_step"]
             history = json.loads(meta["history"])
@@ -623,6 +634,13 @@ class Node:
                 self.runner.run(op, spec.step, spec.phase)
         self.runner.finish(spec.step)
 
+    def _load_own(self, step: int) -> dict:
+        state = load_checkpoint(self.ckpt_dir, step)
+        if state["meta"].get("digest") != experiment_digest(self.exp):
+            raise ConfigError(f"the checkpoints in {self.ckpt_dir} belong to another experiment",
+                              hint="give this run its own --run-dir, or start it with --fresh")
+        return state
+
     def _mark_epoch_end(self, step: int) -> None:
         path = self.run_dir / "epoch_ends.json"
         steps = json.loads(path.read_text()) if path.exists() else []
@@ -631,7 +649,8 @@ class Node:
     def _checkpoint(self, step: int, epoch: int, groups_done: int, epoch_start: int, train_steps: int,
                     history: list[dict], in_epoch: int = 0) -> None:
         meta = {"epoch": epoch, "groups_done": groups_done, "epoch_start_step": epoch_start,
-                "train_steps": train_steps, "history": json.dumps(history), "in_epoch": in_epoch}
+                "train_steps": train_steps, "history": json.dumps(history), "in_epoch": in_epoch,
+                "digest": experiment_digest(self.exp)}
         # The newest epoch boundary is kept whatever the rotation: after a horizontal site leaves or comes
         # back, the run can only resume from one.
         ends = self._epoch_ends()

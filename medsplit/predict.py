@@ -41,11 +41,17 @@ def predict_in_process(exp: Experiment, run_dir: str | Path, out_dir: str | Path
     cohort = open_sites({s.party: s.config for s in exp.sites}, align=topology.schedule == "joint")
     trainer = SplitTrainer(topology, cohort.all_rows(topology), batch_size=batch_size, seed=exp.seed,
                            shuffle=False, require_labels=False)
+    from .node import experiment_digest
+
     steps = {}
     for party, runner in trainer.runners.items():
         folder = find_checkpoint_dir(run_dir, party)
         steps[party] = checkpoint_steps(folder)[-1]
-        runner.load_state(load_checkpoint(folder, steps[party])["runner"])
+        state = load_checkpoint(folder, steps[party])
+        if state["meta"].get("digest") != experiment_digest(exp):
+            raise MedsplitError(f"the checkpoints in {folder} were trained with another experiment than {exp.path}",
+                                hint="predict with the experiment file the model was trained with")
+        runner.load_state(state["runner"])
     if len(set(steps.values())) > 1:
         raise MedsplitError(f"the parties' latest checkpoints are from different steps: {steps}",
                             hint="predict from a run that finished (every party saves at the end)")

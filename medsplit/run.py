@@ -143,15 +143,17 @@ def run_in_process(exp: Experiment, *, transport: str = "local", run_dir: str | 
     summary = train_and_report(trainer, epochs=exp.training.epochs, info=info, run_dir=run_dir, progress=progress,
                                out=out)
     if run_dir:
-        save_final_checkpoints(trainer, Path(run_dir))
+        from .node import experiment_digest
+
+        save_final_checkpoints(trainer, Path(run_dir), experiment_digest(exp))
     return summary
 
 
-def save_final_checkpoints(trainer: SplitTrainer, run_dir: Path) -> None:
+def save_final_checkpoints(trainer: SplitTrainer, run_dir: Path, digest: str = "") -> None:
     """Each party's trained state, as its node would save it, so that `medsplit predict` can use the model."""
     from .checkpoint import save_checkpoint
 
     meta = {"epoch": trainer.epoch, "groups_done": 0, "epoch_start_step": trainer.step,
-            "train_steps": trainer.train_steps, "history": "[]", "in_epoch": 0}
+            "train_steps": trainer.train_steps, "history": "[]", "in_epoch": 0, "digest": digest}
     for party, runner in trainer.runners.items():
         save_checkpoint(run_dir / "checkpoints" / party, trainer.step, {"runner": runner.state(), "meta": meta})

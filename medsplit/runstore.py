@@ -62,6 +62,11 @@ class RunStore:
             if not path.exists():
                 raise FileNotFoundError(f"no run store at {path}")
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+            try:
+                self._db.execute("SELECT 1 FROM run LIMIT 1")
+            except sqlite3.OperationalError:
+                # A finished store on a read-only mount: WAL needs a writable folder, an immutable open does not.
+                self._db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)

@@ -351,8 +351,13 @@ class GlooTransport(Transport):
         store.set(f"{pair_key}/gen{generation}/joined/{self.party}", self._token)
         opts = ProcessGroupGloo._Options()
         opts._timeout = _td(timeout)
-        opts._devices = [ProcessGroupGloo.create_device(hostname=self.local_addr) if self.local_addr
-                         else ProcessGroupGloo.create_default_device()]
+        if self.local_addr:
+            device = ProcessGroupGloo.create_device(hostname=self.local_addr)
+        elif os.environ.get("GLOO_SOCKET_IFNAME"):  # create_default_device() does not read it
+            device = ProcessGroupGloo.create_device(interface=os.environ["GLOO_SOCKET_IFNAME"])
+        else:
+            device = ProcessGroupGloo.create_default_device()
+        opts._devices = [device]
         try:
             pg = ProcessGroupGloo(PrefixStore(f"{pair_key}/gen{generation}", store), rank, 2, opts)
         except Exception as exc:

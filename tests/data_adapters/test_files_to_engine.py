@@ -67,7 +67,8 @@ def test_demo_trains_from_files_by_default(tmp_path, capsys):
     assert main(["demo", "--preset", "vertical", "--epochs", "1", "--patients", "60", "--workdir",
                  str(tmp_path / "data"), "--json", str(path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "aligned by private set intersection" in out and "60 loaded" in out
+    assert "aligned by private set intersection" in out and "60 loaded" in out  # from the server's log
+    assert "started 3 processes" in out  # the demo's default: the server and each site as processes
     summary = json.loads(path.read_text())
     assert summary["data"] == "files"
     assert {"psi", "fingerprint"} <= {r["kind"] for r in summary["audit"]}
