@@ -138,7 +138,7 @@ class PartyRunner:
         with torch.set_grad_enabled(train):
             out = self.modules[seg.name](_merge(xs, seg.merge))
         st.outputs[seg.name] = out
-        if raw:
+        if raw and (seg.defenses or phase == "eval"):  # only NoPeek and the dCor report need the raw input
             st.raw[seg.name] = torch.cat(raw, dim=1)
             if phase == "eval" and any(e.src == seg.name for e in self.plan.edges.values()) and out.shape[0] > 1:
                 self.eval_dcor[seg.name].append(float(distance_correlation(st.raw[seg.name], out.detach())))

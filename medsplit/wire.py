@@ -149,6 +149,9 @@ class Wire:
         if not shape_ok or msg.tensor.dtype != expect.dtype:
             raise ProtocolError(where, hint="the peer's segment produces a different cut shape or dtype than "
                                             "the topology declares; rebuild both sides from the same topology")
-        if msg.tensor.is_floating_point() and not bool(torch.isfinite(msg.tensor).all()):
+        # A NaN or Inf anywhere makes the sum non-finite; one pass without a mask, ~30x cheaper on 8 MB than
+        # isfinite().all(). Only a non-finite sum (or an overflowing one) pays for the exact check.
+        if msg.tensor.is_floating_point() and not bool(torch.isfinite(msg.tensor.sum())) and \
+                not bool(torch.isfinite(msg.tensor).all()):
             raise ProtocolError(f"{where}; it holds NaN or Inf",
                                 hint="the peer diverged: lower its learning rate or check its input data")
