@@ -13,7 +13,7 @@ import yaml
 
 from medsplit.errors import ConfigError
 
-from ._text import did_you_mean, listing
+from medsplit.suggest import did_you_mean, listing
 from .dicom import DICOM_MODALITIES
 from .ehr import CATEGORICAL_RULES, NUMERIC_RULES, MissingRules, TableSpec
 from .labels import LABEL_KINDS, LabelSpec

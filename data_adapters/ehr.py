@@ -14,7 +14,7 @@ import torch
 
 from medsplit.errors import ConfigError, DataError
 
-from ._text import did_you_mean, listing
+from medsplit.suggest import did_you_mean, listing
 from .labels import LabelSpec, label_tensor, parse_label_values, positions, to_numbers
 
 __all__ = ["MissingRules", "TableSpec", "PreparedTable", "TableDataset", "prepare_table", "read_table",

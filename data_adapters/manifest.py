@@ -15,7 +15,7 @@ import pandas as pd
 
 from medsplit.errors import ConfigError, DataError
 
-from ._text import did_you_mean, listing
+from medsplit.suggest import did_you_mean, listing
 from .report import Rejected
 
 __all__ = ["ImageRecord", "read_manifest", "discover_studies", "write_manifest", "MANIFEST_COLUMNS"]

@@ -20,7 +20,6 @@ and the fix. Paths are relative to the experiment file.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 
 from .errors import ConfigError
 from .presets import PRESETS, PresetConfig, build_preset
+from .suggest import did_you_mean
 from .topology import Topology
 
 __all__ = ["Experiment", "SiteEntry", "TrainingConfig", "ServerConfig", "TopologyConfig", "load_experiment",
@@ -117,7 +117,7 @@ class Experiment:
         for s in self.sites:
             if s.name == name:
                 return s
-        raise ConfigError(f"experiment '{self.name}' has no site '{name}'{_suggest(name, [s.name for s in self.sites])}",
+        raise ConfigError(f"experiment '{self.name}' has no site '{name}'{did_you_mean(name, [s.name for s in self.sites])}",
                           hint=f"its sites are: {', '.join(s.name for s in self.sites)}")
 
     def party_of(self, site: str) -> str:
@@ -155,9 +155,6 @@ class Experiment:
 # --- parsing ---------------------------------------------------------------------------------------
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _err(path: Path | None, key: str, message: str, hint: str | None = None) -> ConfigError:
@@ -170,7 +167,7 @@ def _check_keys(data: Mapping, allowed: tuple[str, ...], path: Path | None, wher
         raise _err(path, where, f"expected a mapping, got {type(data).__name__}")
     for key in data:
         if key not in allowed:
-            raise _err(path, f"{where}.{key}" if where else str(key), f"unknown key{_suggest(str(key), list(allowed))}",
+            raise _err(path, f"{where}.{key}" if where else str(key), f"unknown key{did_you_mean(str(key), list(allowed))}",
                        hint=f"allowed keys here: {', '.join(allowed)}")
 
 
@@ -225,7 +222,7 @@ def parse_experiment(data: Mapping[str, Any], path: Path | None = None) -> Exper
     topo_data.setdefault("preset", _default_preset(data))
     if topo_data["preset"] not in PRESETS:
         raise _err(path, "topology.preset", f"unknown preset '{topo_data['preset']}'"
-                   f"{_suggest(str(topo_data['preset']), list(PRESETS))}", hint=f"one of {', '.join(PRESETS)}")
+                   f"{did_you_mean(str(topo_data['preset']), list(PRESETS))}", hint=f"one of {', '.join(PRESETS)}")
     topology = _section(TopologyConfig, topo_data, _TOPOLOGY, path, "topology", preset=topo_data["preset"])
     training = _section(TrainingConfig, data.get("training"), _TRAINING, path, "training")
     if training.epochs < 1 or training.batch_size < 1 or training.lr <= 0 or training.checkpoint_every < 1:

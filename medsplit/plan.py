@@ -7,13 +7,13 @@ right before its ``recv``, so messages between any two parties are sent in the o
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
 import torch
 
 from .errors import TopologyError
+from .suggest import did_you_mean
 from .topology import LOSSES, MERGES, ROLES, SCHEDULES, Task, Topology
 from .wire import Expect, Kind
 
@@ -62,9 +62,6 @@ class Op:
     kind: Kind | None = None
 
 
-def _suggest(name: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class Plan:
@@ -322,7 +319,7 @@ def _check_names(topology: Topology, parties: dict, segments: dict) -> None:
     for s in topology.segments:
         if s.party not in parties:
             raise TopologyError(f"segment '{s.name}' is placed on unknown party '{s.party}'"
-                                f"{_suggest(s.party, parties)}", hint=f"parties are: {sorted(parties)}")
+                                f"{did_you_mean(s.party, parties)}", hint=f"parties are: {sorted(parties)}")
         if s.merge not in MERGES:
             raise TopologyError(f"segment '{s.name}' has unknown merge '{s.merge}'", hint=f"use one of {MERGES}")
         if not s.inputs:
@@ -340,13 +337,13 @@ def _check_inputs(topology: Topology, parties: dict, segments: dict) -> None:
             if key not in parties[s.party].data:
                 raise TopologyError(
                     f"segment '{s.name}' on party '{s.party}' reads data '{key}', which '{s.party}' does not "
-                    f"hold{_suggest(key, parties[s.party].data)}",
+                    f"hold{did_you_mean(key, parties[s.party].data)}",
                     hint="a segment can only read data held by its own party; raw data never travels")
             used_data[s.party].add(key)
         for src in s.segment_inputs:
             if src not in segments:
                 raise TopologyError(f"segment '{s.name}' takes input from unknown segment '{src}'"
-                                    f"{_suggest(src, segments)}",
+                                    f"{did_you_mean(src, segments)}",
                                     hint=f"inputs are segment names or 'data:<key>'; segments are {sorted(segments)}")
     for name, party in parties.items():
         unused = set(party.data) - used_data[name]
@@ -387,7 +384,7 @@ def _check_tasks(topology: Topology, parties: dict, segments: dict) -> None:
     for task in topology.tasks:
         if task.head not in segments:
             raise TopologyError(f"task '{task.name}' has unknown head segment '{task.head}'"
-                                f"{_suggest(task.head, segments)}")
+                                f"{did_you_mean(task.head, segments)}")
         if task.loss not in LOSSES:
             raise TopologyError(f"task '{task.name}' has unknown loss '{task.loss}'", hint=f"use one of {LOSSES}")
         owners = [p for p in topology.parties if task.label in p.labels]

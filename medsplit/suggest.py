@@ -1,4 +1,4 @@
-"""Small text helpers for error messages."""
+"""Suggestions for error messages: the closest valid name to a misspelt one, and short listings."""
 
 from __future__ import annotations
 
