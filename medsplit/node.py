@@ -586,7 +586,7 @@ class Node:
                 done = sum(1 for s in specs if s.phase == "train")
                 train_steps += done
                 in_epoch += done
-                if self.is_host and done:
+                if done:
                     self._progress(epoch, in_epoch, schedule.steps_per_epoch())
                 if (gi + 1) % tr.checkpoint_every == 0:
                     self._checkpoint(schedule.step, epoch, gi + 1, epoch_start, train_steps, history, in_epoch)
@@ -611,6 +611,15 @@ class Node:
         if done % every and done != total:
             return
         losses = {t: v[-1][0] for t, v in self.runner.train_loss.items() if v}
+        if not self.is_host:
+            # A party whose tasks' labels stay here (U-shaped) shares only its latest loss, for the progress line.
+            if losses:
+                self._set(losses, self.session, "loss", self.me)
+            return
+        for p in self.active:
+            if p != self.me:
+                posted = self._control().get(self._key(self.session, "loss", p))
+                losses.update(json.loads(posted) if posted else {})
         received = self.meter.received_from(self.me)
         sites = ", ".join(f"{s} {b / 1e6:.2f} MB" for s, b in sorted(received.items()))
         loss = ", ".join(f"{t} {v:.4f}" for t, v in sorted(losses.items()))
