@@ -7,13 +7,13 @@ and audited like every other tensor that crosses a party boundary. Raw IDs never
 from __future__ import annotations
 
 import itertools
-import threading
 from typing import Callable, Mapping, Sequence
 
 import torch
 
 from medsplit.errors import MedsplitError
 from medsplit.meter import Meter
+from medsplit.threads import run_in_threads
 from medsplit.transport.base import Transport
 from medsplit.wire import Expect, Kind, Message, Wire
 
@@ -56,26 +56,16 @@ def align_in_process(row_ids: Mapping[str, Sequence[str]], leader: str, transpor
     followers = [s for s in row_ids if s != leader]
     wire = Wire(transport, meter, psi_edges(leader, followers), timeout=timeout)
     results: dict[str, list[str]] = {}
-    errors: list[BaseException] = []
 
     def run(site: str) -> None:
-        try:
-            if site == leader:
-                peers = {f: psi_channel(wire, leader, f) for f in followers}
-                results[site] = align_leader(row_ids[site], peers, key=order_key)
-            else:
-                results[site] = align_follower(row_ids[site], *psi_channel(wire, site, leader))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            errors.append(exc)
-            transport.close(f"alignment failed at '{site}': {exc}")
+        if site == leader:
+            peers = {f: psi_channel(wire, leader, f) for f in followers}
+            results[site] = align_leader(row_ids[site], peers, key=order_key)
+        else:
+            results[site] = align_follower(row_ids[site], *psi_channel(wire, site, leader))
 
-    threads = [threading.Thread(target=run, args=(s,), name=f"medsplit-psi-{s}") for s in row_ids]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    run_in_threads(run, row_ids, name="medsplit-psi",
+                   on_error=lambda site, exc: transport.close(f"alignment failed at '{site}': {exc}"))
     if len({len(v) for v in results.values()}) != 1:
         raise MedsplitError(f"alignment disagreed on the number of common patients: "
                             f"{ {s: len(v) for s, v in results.items()} }")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping
@@ -12,12 +11,13 @@ from typing import Callable, Literal, Mapping
 import torch
 
 from .data import SiteData
-from .errors import DataError, MedsplitError, TransportError
+from .errors import DataError, MedsplitError
 from .meter import Meter
 from .fingerprint import batch_fingerprint
 from .party import FINGERPRINT_KEY, OptimizerFactory, PartyRunner, default_optimizer
 from .plan import Op, Plan, compile_topology
 from .schedule import Schedule, UnitSpec
+from .threads import run_in_threads
 from .topology import Topology
 from .transport import LocalTransport, Transport
 from .wire import Wire
@@ -169,32 +169,21 @@ class SplitTrainer:
                     self.runners[p].finish(unit.step)
             return
         parties = list(dict.fromkeys(p for u in units for p in u.parties))
-        errors: list[tuple[str, BaseException]] = []
 
         def work(party: str) -> None:
             runner = self.runners[party]
-            try:
-                for unit in units:
-                    if party not in unit.parties:
-                        continue
-                    runner.begin(unit.step, unit.phase, unit.batches.get(party))
-                    for op in unit.ops:
-                        if op.party == party:
-                            runner.run(op, unit.step, unit.phase)
-                    runner.finish(unit.step)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
-                errors.append((party, exc))
-                # Wake every party waiting on this one, instead of letting them time out.
-                self.transport.close(f"party '{party}' failed: {exc}")
+            for unit in units:
+                if party not in unit.parties:
+                    continue
+                runner.begin(unit.step, unit.phase, unit.batches.get(party))
+                for op in unit.ops:
+                    if op.party == party:
+                        runner.run(op, unit.step, unit.phase)
+                runner.finish(unit.step)
 
-        threads = [threading.Thread(target=work, args=(p,), name=f"medsplit-{p}", daemon=True) for p in parties]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            first = next((e for e in errors if not isinstance(e[1], TransportError)), errors[0])
-            raise first[1]
+        # A failing party wakes every party waiting on it, instead of letting them time out.
+        run_in_threads(work, parties,
+                       on_error=lambda party, exc: self.transport.close(f"party '{party}' failed: {exc}"))
 
     # --- public API ----------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from .party import FINGERPRINT_KEY, PartyRunner
 from .plan import Plan, compile_topology
 from .runstore import RunStore
 from .schedule import Schedule, UnitSpec
+from .threads import run_in_threads
 from .wire import Wire
 
 __all__ = ["NodeOptions", "Node", "host_party", "experiment_digest"]
@@ -418,21 +418,7 @@ class Node:
             else:
                 self.transport.connect(peers)
         else:  # in parallel: two parties that both wait on a third must not wait on each other first
-            errors: list[BaseException] = []
-
-            def one(peer: str) -> None:
-                try:
-                    self.transport.reconnect(peer)
-                except BaseException as exc:  # noqa: BLE001 - re-raised below
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=one, args=(p,), daemon=True) for p in peers]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if errors:
-                raise errors[0]
+            run_in_threads(self.transport.reconnect, peers, name=f"medsplit-{self.me}-reconnect")
         self._connected_once = True
 
     def _gather_rows(self, members: list[str]) -> dict[str, list[int]]:

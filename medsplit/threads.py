@@ -1,0 +1,37 @@
+"""Running one function per party (or peer) on its own thread, and surfacing the error that matters."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable
+
+from .errors import TransportError
+
+__all__ = ["run_in_threads"]
+
+
+def run_in_threads(fn: Callable[[str], None], keys: Iterable[str], *, name: str = "medsplit",
+                   on_error: Callable[[str, BaseException], None] | None = None) -> None:
+    """Call ``fn(key)`` for every key, each on its own thread, and wait for all of them.
+
+    ``on_error(key, exc)`` runs in the failing thread at once (to wake the others, e.g. by closing the
+    transport they wait on). The error raised is the first that is not a TransportError — those are
+    usually the others noticing the failure — or else the first one.
+    """
+    errors: list[BaseException] = []
+
+    def body(key: str) -> None:
+        try:
+            fn(key)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            errors.append(exc)
+            if on_error is not None:
+                on_error(key, exc)
+
+    threads = [threading.Thread(target=body, args=(k,), name=f"{name}-{k}", daemon=True) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise next((e for e in errors if not isinstance(e, TransportError)), errors[0])
