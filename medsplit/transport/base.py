@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING
+import queue
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import PeerTimeout, TransportError
 
 if TYPE_CHECKING:
     from ..wire import Message
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "wait_on_mailbox"]
 
 
 class Transport(abc.ABC):
@@ -35,3 +39,25 @@ class Transport(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_on_mailbox(mailbox: queue.Queue, *, timeout: float, closed: Callable[[], str | None], src: str, dst: str,
+                    awaiting: str, via: str = "", poll: float = 0.1) -> Any:
+    """The next item of a receive mailbox, waiting at most ``timeout``; every transport's ``recv`` waits here.
+
+    ``closed()`` is checked every ``poll`` seconds, so that closing a transport wakes its waiting receivers.
+    ``via`` adds how the peer was reached to the timeout's message (" from 'x' over gloo (generation 2)").
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        reason = closed()
+        if reason is not None:
+            raise TransportError(f"party '{dst}' stopped waiting for {awaiting}: {reason}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PeerTimeout(f"party '{dst}' waited {timeout:.0f} s for {awaiting}{via} and nothing came",
+                              hint=f"check that party '{src}' is running and did not fail")
+        try:
+            return mailbox.get(timeout=min(poll, left))
+        except queue.Empty:
+            continue

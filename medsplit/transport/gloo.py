@@ -41,12 +41,11 @@ from torch.distributed import PrefixStore, ProcessGroupGloo, TCPStore
 from ..errors import (
     ConfigError,
     MedsplitError,
-    PeerTimeout,
     ProtocolError,
     TransportError,
 )
 from ..wire import Message
-from .base import Transport
+from .base import Transport, wait_on_mailbox
 from .header import (
     BYE,
     DEFAULT_MAX_BYTES,
@@ -477,23 +476,13 @@ class GlooTransport(Transport):
         if dst != self.party:
             raise TransportError(f"party '{self.party}' cannot receive messages addressed to '{dst}'")
         pair = self._pair(src, f"wait for {awaiting}")
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._closed is not None:
-                raise TransportError(f"party '{dst}' stopped waiting for {awaiting}: {self._closed}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise PeerTimeout(f"party '{dst}' waited {timeout:.0f} s for {awaiting} from '{src}' over gloo "
-                                  f"(generation {pair.generation}) and nothing came",
-                                  hint=f"check that party '{src}' is running and did not fail")
-            try:
-                item = pair.mailbox.get(timeout=min(_POLL, left))
-            except queue.Empty:
-                continue
-            if isinstance(item, _Lost):
-                pair.mailbox.put(item)  # every later recv on this connection fails the same way
-                raise self._lost_error(pair, f"waiting for {awaiting}")
-            return item
+        item = wait_on_mailbox(pair.mailbox, timeout=timeout, closed=lambda: self._closed, src=src, dst=dst,
+                               awaiting=awaiting, via=f" from '{src}' over gloo (generation {pair.generation})",
+                               poll=_POLL)
+        if isinstance(item, _Lost):
+            pair.mailbox.put(item)  # every later recv on this connection fails the same way
+            raise self._lost_error(pair, f"waiting for {awaiting}")
+        return item
 
     def flush(self, timeout: float | None = None) -> None:
         """Waits until every send so far has completed, at most ``timeout`` (default: the transport's)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from ..errors import PeerTimeout, TransportError
-from .base import Transport
+from ..errors import TransportError
+from .base import Transport, wait_on_mailbox
 
 if TYPE_CHECKING:
     from ..wire import Message
@@ -41,19 +40,8 @@ class LocalTransport(Transport):
             type(msg)(msg.step, msg.edge, msg.kind, msg.src, msg.dst, msg.tensor.detach().clone(), msg.phase))
 
     def recv(self, src: str, dst: str, *, timeout: float, awaiting: str) -> Message:
-        q = self._queue(src, dst)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._closed is not None:
-                raise TransportError(f"party '{dst}' stopped waiting for {awaiting}: {self._closed}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise PeerTimeout(f"party '{dst}' waited {timeout:.0f} s for {awaiting} and nothing came",
-                                  hint=f"check that party '{src}' is running and did not fail")
-            try:
-                return q.get(timeout=min(_POLL, left))
-            except queue.Empty:
-                continue
+        return wait_on_mailbox(self._queue(src, dst), timeout=timeout, closed=lambda: self._closed, src=src, dst=dst,
+                               awaiting=awaiting, poll=_POLL)
 
     def pending(self) -> int:
         """Messages sent but not received; a finished step leaves none."""

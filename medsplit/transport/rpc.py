@@ -34,12 +34,11 @@ from torch.distributed.rendezvous import register_rendezvous_handler
 from ..errors import (
     ConfigError,
     MedsplitError,
-    PeerTimeout,
     ProtocolError,
     TransportError,
 )
 from ..wire import Message
-from .base import Transport
+from .base import Transport, wait_on_mailbox
 from .header import DEFAULT_MAX_BYTES, Header, NameTable, decode, encode
 
 __all__ = ["RpcTransport"]
@@ -191,21 +190,11 @@ class RpcTransport(Transport):
             raise TransportError(f"party '{self.party}' cannot receive messages addressed to '{dst}'")
         self._reap(src, block_until=None)
         box = self._boxes[src]
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._closed is not None:
-                raise TransportError(f"party '{dst}' stopped waiting for {awaiting}: {self._closed}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise PeerTimeout(f"party '{dst}' waited {timeout:.0f} s for {awaiting} from '{src}' over rpc "
-                                  f"and nothing came", hint=f"check that party '{src}' is running and did not fail")
-            try:
-                item = box.queue.get(timeout=min(_POLL, left))
-            except queue.Empty:
-                continue
-            if isinstance(item, MedsplitError):
-                raise type(item)(f"{item.message} (party '{dst}' was waiting for {awaiting})", hint=item.hint)
-            return item
+        item = wait_on_mailbox(box.queue, timeout=timeout, closed=lambda: self._closed, src=src, dst=dst,
+                               awaiting=awaiting, via=f" from '{src}' over rpc", poll=_POLL)
+        if isinstance(item, MedsplitError):
+            raise type(item)(f"{item.message} (party '{dst}' was waiting for {awaiting})", hint=item.hint)
+        return item
 
     def flush(self, timeout: float | None = None) -> None:
         """Waits until every sent message was delivered to its destination's mailbox."""
