@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from medsplit import Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology, split_sequential
-from medsplit.meter import Meter
-from medsplit.metrics import task_loss
-from medsplit.party import PartyRunner
-from medsplit.plan import compile_topology
-from medsplit.schedule import Schedule
-from medsplit.segments import _conv
-from medsplit.wire import Wire
+from medsplit.wire.meter import Meter
+from medsplit.engine.metrics import task_loss
+from medsplit.engine.party import PartyRunner
+from medsplit.plan.plan import compile_topology
+from medsplit.plan.schedule import Schedule
+from medsplit.topology.segments import _conv
+from medsplit.wire.wire import Wire
 
 CUT = 2
 WARMUP = 3

@@ -25,8 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from medsplit import Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology, split_sequential
 from medsplit.data import batch_order
-from medsplit.metrics import roc_auc, task_loss
-from medsplit.segments import _conv
+from medsplit.engine.metrics import roc_auc, task_loss
+from medsplit.topology.segments import _conv
 from medsplit.synthetic import CohortSpec, make_cohort
 
 CUT = 2  # the client keeps the first two conv layers

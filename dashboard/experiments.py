@@ -12,9 +12,9 @@ from typing import Any, Mapping
 import yaml
 
 from medsplit.errors import ConfigError, MedsplitError
-from medsplit.experiment import Experiment, parse_experiment
+from medsplit.config.experiment import Experiment, parse_experiment
 from medsplit.plan import Plan, compile_topology
-from medsplit.presets import PRESETS, PresetConfig, build_preset
+from medsplit.topology.presets import PRESETS, PresetConfig, build_preset
 
 __all__ = ["MODALITIES", "LABELS", "Validation", "default_experiment", "site_parties", "validate", "to_yaml",
            "from_yaml", "cli_error", "cut_rows", "label_rows", "label_warnings", "fmt_bytes", "modality_of"]
@@ -45,18 +45,14 @@ class Validation:
 
 
 def cli_error(exc: BaseException, command: str = "run") -> str:
-    """The error exactly as ``medsplit COMMAND`` prints it (see ``medsplit.cli.main``)."""
+    """The error exactly as ``medsplit COMMAND`` prints it (see ``sites.cli.main``)."""
     return f"medsplit {command}: error: {exc}"
 
 
-@functools.lru_cache(maxsize=64)
 def site_parties(preset: str, sites: int) -> tuple[str, ...]:
-    """The site parties of a preset, read from the topology the engine builds (empty if it refuses)."""
-    try:
-        topology = build_preset(preset, PresetConfig(sites=max(sites, 1)))
-    except MedsplitError:
-        return ()
-    return tuple(topology.sites)
+    """The site parties of a preset for ``sites`` sites (from the preset registry)."""
+    spec = PRESETS[preset]
+    return tuple(spec.site_parties(max(sites, spec.min_sites)))
 
 
 def _site(i: int, party: str, modality: str, labels: list[str]) -> dict[str, Any]:
@@ -72,14 +68,10 @@ def default_experiment(preset: str) -> dict[str, Any]:
     """A valid experiment for a preset: its sites, default topology knobs and training settings."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'", hint=f"one of {', '.join(PRESETS)}")
-    n = 3 if preset in ("horizontal", "splitfed") else 1
-    parties = site_parties(preset, n)
-    if preset == "vertical":
-        sites = [_site(0, parties[0], "CT image", []), _site(1, parties[1], "EHR table", ["diagnosis"])]
-    elif preset == "multitask":
-        sites = [_site(0, parties[0], "CT image", list(LABELS))]
-    else:
-        sites = [_site(i, p, "CT image", ["diagnosis"]) for i, p in enumerate(parties)]
+    spec = PRESETS[preset]
+    layout = spec.site_data(3 if spec.max_sites is None else spec.min_sites)
+    sites = [_site(i, party, "EHR table" if "ehr" in keys else "CT image", list(labels))
+             for i, (party, (keys, labels)) in enumerate(layout.items())]
     return {"experiment": f"{preset}-study", "seed": 0,
             "topology": {"preset": preset, "ushaped": False, "merge": "concat", "nopeek": 0.0, "hops": 1,
                          "servers": 2, "cut_features": 32, "hidden": 32, "channels": [8, 16]},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -13,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from medsplit.experiment import dump_experiment, load_experiment
+from medsplit.config.experiment import dump_experiment, load_experiment
+from medsplit.topology import preset_spec
+from medsplit.transport import transport_names
 
 __all__ = ["ROOT", "LAUNCH_FILE", "LOG_FILE", "Launch", "medsplit_argv", "run_transports", "run_argv",
            "synth_layout", "prepare_synthetic", "launch", "launch_state", "stop"]
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: `python -m medsplit.cli` works from here uninstalled
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: `python -m sites.cli` works from here uninstalled
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
 _PROCS: dict[int, subprocess.Popen] = {}  # children of this dashboard process, polled so they never linger
@@ -36,7 +37,7 @@ class Launch:
 
 
 def medsplit_argv() -> list[str]:
-    return [sys.executable, "-m", "medsplit.cli"]
+    return [sys.executable, "-m", "sites.cli"]
 
 
 def _env() -> dict[str, str]:
@@ -46,19 +47,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-@functools.lru_cache(maxsize=1)
-def _subcommands() -> dict[str, Any]:
-    from medsplit.cli import build_parser
-
-    sub = next((a for a in build_parser()._actions if a.dest == "command"), None)  # argparse keeps subparsers here
-    return dict(sub.choices or {}) if sub else {}
-
-
 def run_transports() -> tuple[str, ...]:
-    """The transports `medsplit run --transport` accepts in this install."""
-    run = _subcommands().get("run")
-    option = next((a for a in run._actions if "--transport" in a.option_strings), None) if run else None
-    return tuple(option.choices or ()) if option else ()
+    """The transports `medsplit run --transport` accepts (the one transport registry)."""
+    return tuple(transport_names())
 
 
 def run_argv(experiment: str | Path, transport: str, run_dir: str | Path) -> list[str]:
@@ -67,12 +58,10 @@ def run_argv(experiment: str | Path, transport: str, run_dir: str | Path) -> lis
 
 
 def synth_layout(preset: str, sites: int) -> tuple[str, int]:
-    """The `medsplit synth` layout and site count whose cohort fits a preset."""
-    if preset == "vertical":
-        return "vertical", 2
-    if preset in ("horizontal", "splitfed"):
-        return "horizontal", max(2, sites)
-    return "horizontal", 1
+    """The `medsplit synth` layout and site count whose cohort fits a preset (from the preset registry)."""
+    spec = preset_spec(preset)
+    n = max(spec.min_sites, sites) if spec.max_sites is None else spec.min_sites
+    return spec.layout, len(spec.site_parties(n))
 
 
 def prepare_synthetic(experiment: Mapping[str, Any], run_dir: str | Path, *, patients: int, seed: int,
@@ -147,7 +136,7 @@ def launch_state(run_dir: str | Path) -> dict[str, Any] | None:
     proc = _PROCS.get(pid)
     returncode = proc.poll() if proc is not None else None
     alive = returncode is None and (proc is not None or _ours(pid, rec.get("argv", [])))
-    command = " ".join(rec.get("argv", [])[2:4]).replace("medsplit.cli", "medsplit")
+    command = " ".join(rec.get("argv", [])[2:4]).replace("sites.cli", "medsplit")
     return {"pid": pid, "command": command, "alive": alive, "returncode": returncode,
             "log": str(path.parent / LOG_FILE)}
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from medsplit.errors import ConfigError
 
-__all__ = ["APP", "streamlit_argv", "serve", "add_dashboard_command"]
+__all__ = ["APP", "streamlit_argv", "serve"]
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -37,17 +35,3 @@ def serve(runs: str | os.PathLike = "runs", port: int = 8501, host: str = "127.0
     os.execv(argv[0], argv)
     return 1  # pragma: no cover - execv does not return
 
-
-def _dashboard(args: argparse.Namespace) -> int:
-    return serve(args.runs, args.port, args.host)
-
-
-def add_dashboard_command(sub: Any) -> None:
-    """Register `medsplit dashboard` on the CLI's subparsers."""
-    p = sub.add_parser("dashboard", help="open the web dashboard (configure, launch and watch runs; no data shown)",
-                       description="Start the Streamlit dashboard on this machine. It reads run stores (metrics, "
-                                   "bytes, node status) and never shows images, per-patient rows or patient IDs.")
-    p.add_argument("--runs", default="runs", metavar="DIR", help="folder of run directories (default: runs)")
-    p.add_argument("--port", type=int, default=8501, metavar="P", help="port (default: 8501)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.set_defaults(func=_dashboard)

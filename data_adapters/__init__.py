@@ -1,4 +1,4 @@
-"""Site data for medsplit: DICOM and EHR files to MONAI-transformed samples, data reports, synthetic cohorts, PSI alignment."""
+"""Site data for medsplit: DICOM and EHR files to MONAI-transformed samples, data reports, synthetic cohorts."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # Public name -> submodule. Loaded on first use, so that `medsplit --help` (which mounts
-# add_data_commands) does not pay for importing MONAI, pandas and pydicom.
+# the data commands) does not pay for importing MONAI, pandas and pydicom.
 _EXPORTS = {
     # site configuration and the data a site trains on
     "SiteConfig": "config", "DicomModality": "config", "TableModality": "config", "SplitConfig": "config",
     "load_site_config": "config", "parse_site_config": "config", "LabelSpec": "labels",
-    "open_site_data": "site_data", "SiteData": "site_data", "SiteDataset": "site_data", "split_of": "site_data",
+    "open_site_data": "site_data", "SiteFiles": "site_data", "SiteDataset": "site_data", "split_of": "site_data",
     # reports
     "DataReport": "report", "Rejected": "report", "REJECT_REASONS": "report",
     # DICOM
@@ -24,11 +24,8 @@ _EXPORTS = {
     # tables
     "TableSpec": "ehr", "MissingRules": "ehr", "PreparedTable": "ehr", "TableDataset": "ehr",
     "prepare_table": "ehr", "read_table": "ehr",
-    # synthetic cohorts, CLI
-    "synth_cohort": "synth", "SynthResult": "synth", "add_data_commands": "check", "run_check": "check",
-    # alignment
-    "psi_intersect": "psi", "align_leader": "psi", "align_follower": "psi", "agreed_order": "psi",
-    "batch_fingerprint": "psi", "check_fingerprints": "psi",
+    # synthetic cohorts, the data check
+    "synth_cohort": "synth", "SynthResult": "synth", "run_check": "check",
 }
 
 __all__ = list(_EXPORTS)
@@ -48,15 +45,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .check import add_data_commands, run_check
+    from .check import run_check
     from .config import DicomModality, SiteConfig, SplitConfig, TableModality, load_site_config, parse_site_config
     from .dicom import DICOM_MODALITIES, LoadDicomd, SiteDicomReader, check_dicom, classify_exception, read_dicom
     from .ehr import MissingRules, PreparedTable, TableDataset, TableSpec, prepare_table, read_table
     from .imaging import ImagingDataset, PreparedImaging, prepare_imaging
     from .labels import LabelSpec
     from .manifest import ImageRecord, discover_studies, read_manifest, write_manifest
-    from .psi import agreed_order, align_follower, align_leader, batch_fingerprint, check_fingerprints, psi_intersect
     from .report import REJECT_REASONS, DataReport, Rejected
-    from .site_data import SiteData, SiteDataset, open_site_data, split_of
+    from .site_data import SiteDataset, SiteFiles, open_site_data, split_of
     from .synth import SynthResult, synth_cohort
     from .transforms import AugmentConfig, PipelineConfig, build_transforms, default_pipeline

@@ -1,23 +1,22 @@
-"""`medsplit data check` and `medsplit synth`: argparse commands the medsplit CLI mounts with add_data_commands."""
+"""What `medsplit data check` and `medsplit synth` do: the data report of a site, and synthetic cohorts."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
 
-from medsplit.errors import ConfigError, DataError, MedsplitError
+from medsplit.errors import ConfigError, DataError
 
 from .report import DataReport
 
-__all__ = ["add_data_commands", "run_check", "run_synth", "main"]
+__all__ = ["run_check", "run_synth", "CHECK_HELP", "SYNTH_HELP", "EXIT_OK", "EXIT_NOTHING_LOADED", "EXIT_CONFIG"]
 
 EXIT_OK, EXIT_NOTHING_LOADED, EXIT_CONFIG = 0, 1, 2
 
-_CHECK_HELP = """\
+CHECK_HELP = """\
 Read a site's data exactly as training would, then print what was found, loaded and set aside.
 
   medsplit data check --config site.yaml [--json report.json]
@@ -31,7 +30,7 @@ StudyInstanceUID/SeriesInstanceUID and decoded with the default pipeline of --mo
 Exit status: 0 data usable, 1 nothing could be loaded for some key, 2 configuration error.
 The report holds counts and local paths, never patient IDs."""
 
-_SYNTH_HELP = """\
+SYNTH_HELP = """\
 Write synthetic hospital cohorts as real files: per site, DICOM images (CT/MR with realistic
 tags) and/or an EHR CSV, a site YAML pointing at them, and OUT/experiment.yaml tying the sites
 together. A latent outcome drives a lesion in the images and lab values in the EHR (labels
@@ -41,39 +40,6 @@ together. A latent outcome drives a lesion in the images and lab values in the E
   vertical:   site_1 CT, site_2 EHR and labels, site_3.. MR; sites share --overlap of patients.
 
 Example: medsplit synth --out cohorts/demo --sites 3 --patients 200 --seed 0"""
-
-
-def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``data`` (with ``check``) and ``synth`` on a subparsers object; each sets ``func(args) -> int``."""
-    data = subparsers.add_parser("data", help="check a site's data before joining a run",
-                                 description="Commands for a site's local data.")
-    data_sub = data.add_subparsers(dest="data_command", metavar="{check}")
-    data_sub.required = True
-    check = data_sub.add_parser("check", help="read the data as training would and print the data report",
-                                description=_CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    check.add_argument("folder", nargs="?", type=Path, help="a folder of DICOM files to check (instead of --config)")
-    check.add_argument("--config", type=Path, metavar="SITE.yaml", help="the site YAML to check")
-    check.add_argument("--modality", help="with FOLDER: the DICOM modality, one of CT, MR, CR, DX")
-    check.add_argument("--spatial-size", type=int, nargs="+", metavar="N", default=[64, 64],
-                       help="with FOLDER: the model input size, H W or D H W (default: 64 64)")
-    check.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON to PATH")
-    check.set_defaults(func=_check_cmd)
-
-    synth = subparsers.add_parser("synth", help="write synthetic hospital cohorts as DICOM + EHR files",
-                                  description=_SYNTH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    synth.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
-    synth.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
-    synth.add_argument("--patients", type=int, default=200, help="patients per site (default 200)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
-    synth.add_argument("--layout", choices=("horizontal", "vertical"), default="horizontal",
-                       help="who holds what (default horizontal)")
-    synth.add_argument("--slices", type=int, default=1, help="slices per series; >1 writes 3D series folders (default 1)")
-    synth.add_argument("--size", type=int, default=32, help="image rows and columns (default 32)")
-    synth.add_argument("--overlap", type=float, default=0.8,
-                       help="vertical: fraction of each site's patients held by every site (default 0.8)")
-    synth.add_argument("--image-modality", choices=("CT", "MR"), default="CT",
-                       help="horizontal: modality of the images (default CT)")
-    synth.set_defaults(func=_synth_cmd)
 
 
 def run_check(*, config: Path | None = None, folder: Path | None = None, modality: str | None = None,
@@ -138,46 +104,22 @@ def _build_report(config: Path | None, folder: Path | None, modality: str | None
     return report
 
 
-def _check_cmd(args: argparse.Namespace) -> int:
-    return run_check(config=args.config, folder=args.folder, modality=args.modality,
-                     spatial_size=tuple(args.spatial_size), json_path=args.json)
-
-
-def run_synth(args: argparse.Namespace, out: TextIO | None = None) -> int:
+def run_synth(out_dir: Path, *, sites: int, patients: int, seed: int, layout: str, slices: int = 1, size: int = 32,
+              overlap: float = 0.8, image_modality: str = "CT", out: TextIO | None = None) -> int:
+    """Write a synthetic cohort and print where; returns the exit status."""
     from .synth import synth_cohort
 
     out = out or sys.stdout
     t0 = time.perf_counter()
     try:
-        res = synth_cohort(args.out, sites=args.sites, patients=args.patients, seed=args.seed, layout=args.layout,
-                           slices=args.slices, size=args.size, overlap=args.overlap,
-                           image_modality=args.image_modality)
-    except ValueError as e:
+        res = synth_cohort(out_dir, sites=sites, patients=patients, seed=seed, layout=layout, slices=slices,
+                           size=size, overlap=overlap, image_modality=image_modality)
+    except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     dt = time.perf_counter() - t0
-    print(f"wrote {len(res.site_configs)} sites ({args.layout}) to {res.out} in {dt:.1f} s", file=out)
+    print(f"wrote {len(res.site_configs)} sites ({layout}) to {res.out} in {dt:.1f} s", file=out)
     for name, path in res.site_configs.items():
         print(f"  {name}: {path}", file=out)
     print(f"experiment: {res.experiment}", file=out)
     return EXIT_OK
-
-
-def _synth_cmd(args: argparse.Namespace) -> int:
-    return run_synth(args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m data_adapters.check data check ...``), as medsplit's CLI mounts it."""
-    parser = argparse.ArgumentParser(prog="medsplit")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except MedsplitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_NOTHING_LOADED
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from medsplit.config.loader import validate
+from medsplit.config.node import NodeConfig
 from medsplit.errors import ConfigError
 
 from medsplit.suggest import did_you_mean, listing
@@ -85,7 +87,7 @@ class SiteConfig:
     labels: dict[str, LabelSpec] = field(default_factory=dict)
     split: SplitConfig = field(default_factory=SplitConfig)
     path: Path | None = None
-    node: Any = None  # reserved for the networking section; kept as read
+    node: NodeConfig | None = None  # how this site joins a run (medsplit.config.node)
 
     def labels_of(self, key: str) -> tuple[LabelSpec, ...]:
         return tuple(ls for ls in self.labels.values() if ls.source == key)
@@ -216,8 +218,13 @@ class _Validator:
             modalities[key] = self.modality(key, spec, name)
         split = self.split(d.get("split") or {})
         labels = self.labels(d.get("labels"), modalities)
+        node = None
+        if d.get("node") is not None:
+            if not isinstance(d["node"], Mapping):
+                raise self.fail("node", "expected a mapping", "write node: {experiment: ..., server: HOST:PORT}")
+            node = validate(NodeConfig, d["node"], self.path, prefix="node")
         return SiteConfig(site=name.strip(), modalities=modalities, labels=labels, split=split,
-                          path=self.path, node=d.get("node"))
+                          path=self.path, node=node)
 
     def modality(self, key: str, spec: Any, site: str) -> DicomModality | TableModality:
         at = f"modalities.{key}"

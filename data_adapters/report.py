@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from medsplit.errors import DataError
+from medsplit.errors import ConfigError, DataError
 
 __all__ = ["REJECT_REASONS", "DataReport", "Rejected"]
 
@@ -37,7 +37,7 @@ class Rejected(DataError):
 
     def __init__(self, reason: str, detail: str, *, hint: str | None = None) -> None:
         if reason not in REJECT_REASONS:
-            raise ValueError(f"unknown reject reason {reason!r}")
+            raise ConfigError(f"unknown reject reason {reason!r}")
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}", hint=hint)

@@ -10,7 +10,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from medsplit.data import SiteData as EngineData
 from medsplit.errors import DataError
+
+from .batches import DatasetSource
 
 from .config import DicomModality, SiteConfig, TableModality
 from .ehr import PreparedTable, prepare_table
@@ -19,7 +22,7 @@ from .labels import LabelSpec, label_tensor, parse_label_values
 from .manifest import ImageRecord, discover_studies, read_manifest
 from .report import DataReport
 
-__all__ = ["SiteData", "SiteDataset", "open_site_data", "split_of"]
+__all__ = ["SiteFiles", "SiteDataset", "open_site_data", "split_of"]
 
 
 def split_of(patient_id: str, *, seed: int, val_fraction: float) -> str:
@@ -31,7 +34,7 @@ def split_of(patient_id: str, *, seed: int, val_fraction: float) -> str:
 class SiteDataset(torch.utils.data.Dataset):
     """Samples with every modality key of the site, one per patient: ``{key: tensor, ..., <label>: tensor, "row_id"}``."""
 
-    def __init__(self, data: SiteData, row_ids: Sequence[str], *, train: bool) -> None:
+    def __init__(self, data: SiteFiles, row_ids: Sequence[str], *, train: bool) -> None:
         self.row_ids = list(row_ids)
         self.train = train
         self._site = data
@@ -67,7 +70,7 @@ class SiteDataset(torch.utils.data.Dataset):
 
 
 @dataclass
-class SiteData:
+class SiteFiles:
     """What a site trains on. ``train``/``val`` are aligned across modality keys by ``row_id`` (the patient ID)."""
 
     site: str
@@ -76,6 +79,7 @@ class SiteData:
     label_values: dict[str, dict[str, float]]
     splits: dict[str, str]  # row_id -> 'train' | 'val'
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # found, loaded, rejected: what a server may print
     train: SiteDataset = field(init=False)
     val: SiteDataset = field(init=False)
 
@@ -89,17 +93,31 @@ class SiteData:
         """Every usable patient of this site: the input to private set intersection."""
         return sorted(self.splits)
 
+    def open(self, keys: Sequence[str], order: Sequence[str] | None = None, *, every_row: bool = False
+             ) -> EngineData:
+        """The engine's view (``medsplit.data.LocalSite``): batches of ``keys`` from the train and val rows.
+
+        ``order`` (vertical sites: the PSI-agreed patients) restricts the rows and fixes their order; with
+        ``every_row`` both splits hold every row, without augmentation (predictions).
+        """
+        if every_row:
+            ids = list(order) if order is not None else self.row_ids
+            everything = SiteDataset(self, ids, train=False)
+            return EngineData(DatasetSource(everything, keys), DatasetSource(everything, keys))
+        train, val = self.align(order) if order is not None else (self.train, self.val)
+        return EngineData(DatasetSource(train, keys), DatasetSource(val, keys))
+
     def align(self, order: Sequence[str]) -> tuple[SiteDataset, SiteDataset]:
         """Train and val datasets restricted to ``order`` (the PSI-agreed patients) and in that order."""
         keep = [r for r in order if r in self.splits]
         if len(keep) != len(order):
             raise DataError(f"{len(order) - len(keep)} agreed patients are not loaded at site {self.site!r}",
-                            hint="run the alignment on SiteData.row_ids")
+                            hint="run the alignment on SiteFiles.row_ids")
         return (self.train.subset([r for r in keep if self.splits[r] == "train"]),
                 self.val.subset([r for r in keep if self.splits[r] == "val"]))
 
 
-def open_site_data(cfg: SiteConfig) -> tuple[SiteData, DataReport]:
+def open_site_data(cfg: SiteConfig) -> tuple[SiteFiles, DataReport]:
     """Load every modality key of ``cfg`` exactly as training does; bad records are set aside and reported."""
     report = DataReport(site=cfg.site)
     cfg_name = str(cfg.path) if cfg.path else None
@@ -138,9 +156,10 @@ def open_site_data(cfg: SiteConfig) -> tuple[SiteData, DataReport]:
         report.count_labels(name, [label_values[name][r] for r in sorted(common)])
     if not common and all(len(p.row_ids) for p in prepared.values()):
         report.notes.append("no patient is loaded in every key of this site: check that the IDs match across files")
-    data = SiteData(site=cfg.site, prepared=prepared, labels=dict(cfg.labels), label_values=label_values,
+    data = SiteFiles(site=cfg.site, prepared=prepared, labels=dict(cfg.labels), label_values=label_values,
                     splits=splits, shapes={k: tuple(p.shape) if isinstance(p, PreparedImaging) else (p.dim,)
-                                           for k, p in prepared.items()})
+                                           for k, p in prepared.items()},
+                    counts={"found": report.found, "loaded": report.loaded, "rejected": len(report.rejected)})
     return data, report
 
 

@@ -20,6 +20,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from medsplit.errors import ConfigError
+
 __all__ = ["synth_cohort", "SynthResult", "EHR_NUMERIC", "EHR_CATEGORICAL", "ehr_feature_dim"]
 
 EHR_NUMERIC = ("age", "crp", "wbc", "lactate")
@@ -218,9 +220,9 @@ def synth_cohort(out: str | os.PathLike, *, sites: int = 3, patients: int = 200,
     site's patients are shared by all sites, the rest are its own.
     """
     if layout not in ("horizontal", "vertical"):
-        raise ValueError(f"layout must be horizontal or vertical, got {layout!r}")
+        raise ConfigError(f"layout must be horizontal or vertical, got {layout!r}")
     if sites < (2 if layout == "vertical" else 1) or patients < 1 or slices < 1 or size < 8:
-        raise ValueError("need sites >= 1 (2 for vertical), patients >= 1, slices >= 1, size >= 8")
+        raise ConfigError("need sites >= 1 (2 for vertical), patients >= 1, slices >= 1, size >= 8")
     image_modality = image_modality.upper()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

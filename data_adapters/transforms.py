@@ -28,6 +28,8 @@ from monai.transforms import (
     Transform,
 )
 
+from medsplit.errors import ConfigError
+
 from .dicom import LoadDicomd
 from .report import Rejected
 
@@ -91,7 +93,7 @@ def default_pipeline(modality: str) -> PipelineConfig:
         # No left-right flips by default: laterality (heart side, markers) carries meaning in radiographs
         return PipelineConfig(percentiles=(0.5, 99.5),
                               augment=AugmentConfig(flip_prob=0.0, rotate_degrees=5.0))
-    raise ValueError(f"no default pipeline for modality {modality!r}; expected one of CT, MR, CR, DX")
+    raise ConfigError(f"no default pipeline for modality {modality!r}; expected one of CT, MR, CR, DX")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ class Reorient(Transform):
     def __init__(self, axcodes: str = "RAS") -> None:
         codes = axcodes.upper()
         if len(codes) != 3 or {_WORLD[c][0] for c in codes} != {0, 1, 2}:
-            raise ValueError(f"axcodes must name each of R/L, A/P, S/I once, got {axcodes!r}")
+            raise ConfigError(f"axcodes must name each of R/L, A/P, S/I once, got {axcodes!r}")
         self.order = [_WORLD[c][0] for c in codes]
         self.sign = {_WORLD[c][0]: _WORLD[c][1] for c in codes}
 
@@ -259,7 +261,7 @@ def preprocess_transforms(key: str, modality: str, spatial_size: Sequence[int], 
     p = pipeline or default_pipeline(modality)
     size = tuple(int(s) for s in spatial_size)
     if len(size) not in (2, 3):
-        raise ValueError(f"spatial_size must have 2 or 3 entries, got {size}")
+        raise ConfigError(f"spatial_size must have 2 or 3 entries, got {size}")
     xyz = size[::-1]
     chain: list[Transform] = []
     if load:
@@ -283,7 +285,7 @@ def preprocess_transforms(key: str, modality: str, spatial_size: Sequence[int], 
     elif p.resize == "pad_crop":
         chain.append(ResizeWithPadOrCropd(key, xyz))
     else:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {p.resize!r}")
+        raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {p.resize!r}")
     # Plain tensors from here on: the disk cache loads with torch.load(weights_only=True)
     chain += [EnsureTyped(key, dtype=torch.float32, track_meta=False), ToDHWd(key), CheckOutputd(key, (1, *size))]
     return chain

@@ -7,7 +7,7 @@
 #   runs/docker/secrets/hospital_{1,2,3}.env  MEDSPLIT_SECRET_HOSPITAL_N=... (for that site's container only)
 #   runs/docker/secrets/server.env            every site's secret (for the server)
 # Existing secrets are kept. Settings (environment): ROOT (default runs), PATIENTS per site (default 200),
-# SEED (default 0), MEDSPLIT (the command; default medsplit, or .venv/bin/python -m medsplit.cli).
+# SEED (default 0), MEDSPLIT (the command; default medsplit, or .venv/bin/python -m sites.cli).
 # Without medsplit on this host, run it in the server image (which has it):
 #   docker compose -f docker/docker-compose.yml build server
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/repo" -w /repo -e MEDSPLIT=medsplit \
@@ -19,7 +19,7 @@ PATIENTS=${PATIENTS:-200}
 SEED=${SEED:-0}
 if [ -z "${MEDSPLIT:-}" ]; then
     if command -v medsplit >/dev/null 2>&1; then MEDSPLIT=medsplit
-    elif [ -x .venv/bin/python ]; then MEDSPLIT=".venv/bin/python -m medsplit.cli"
+    elif [ -x .venv/bin/python ]; then MEDSPLIT=".venv/bin/python -m sites.cli"
     else echo "docker/synth.sh: medsplit is not installed here; run 'make install', or see the header of this file" >&2
          exit 2
     fi

@@ -1,17 +1,22 @@
-"""medsplit: split learning for hospitals — train one network across sites without sharing raw patient data."""
+"""medsplit: split learning for hospitals — train one network across sites without sharing raw patient data.
+
+Layers, from the bottom: ``topology`` (what is trained) and ``data`` (what a site's rows look like to the
+engine) -> ``plan`` (validated graph, schedule) -> ``wire`` (what crosses: messages, checks, meter, audit)
+and ``transport`` (how it crosses) -> ``engine`` (a party's runner, the one epoch loop, the in-process
+trainer) -> ``align`` (vertical sites' common patients) and ``runtime`` (parties as processes) -> ``config``
+(the experiment YAML). None of them imports ``data_adapters``, ``sites`` or ``dashboard``.
+"""
 
 from .data import BatchSource, SiteData, TensorTable
-from .defenses import CutDefense, NoPeek, distance_correlation
 from .engine import EpochRecord, SplitTrainer
-from .errors import (ConfigError, DataError, MedsplitError, PeerTimeout, PrivacyError, ProtocolError,
-                     TopologyError, TransportError)
-from .meter import Meter, TransferRecord
+from .errors import (AuthenticationError, ConfigError, DataError, MedsplitError, PeerTimeout, PrivacyError,
+                     ProtocolError, TopologyError, TransportError)
 from .plan import Plan, compile_topology
-from .presets import PRESETS, PresetConfig, build_preset, preset_data
-from .segments import cnn_body, cnn_encoder, head, mlp, mlp_encoder, split_sequential
-from .topology import Party, Segment, Task, Topology
-from .transport import LocalTransport, MockTransport, Transport
-from .wire import Kind, Message
+from .synthetic import preset_data
+from .topology import (PRESETS, CutDefense, NoPeek, Party, PresetConfig, Segment, Task, Topology, build_preset,
+                       cnn_body, cnn_encoder, distance_correlation, head, mlp, mlp_encoder, split_sequential)
+from .transport import TRANSPORTS, LocalTransport, MockTransport, Transport
+from .wire import Kind, Message, Meter, TransferRecord
 
 __version__ = "0.1.0"
 
@@ -19,13 +24,13 @@ __all__ = [
     "BatchSource", "SiteData", "TensorTable",
     "CutDefense", "NoPeek", "distance_correlation",
     "EpochRecord", "SplitTrainer",
-    "ConfigError", "DataError", "MedsplitError", "PeerTimeout", "PrivacyError", "ProtocolError",
-    "TopologyError", "TransportError",
+    "AuthenticationError", "ConfigError", "DataError", "MedsplitError", "PeerTimeout", "PrivacyError",
+    "ProtocolError", "TopologyError", "TransportError",
     "Meter", "TransferRecord",
     "Plan", "compile_topology",
     "PRESETS", "PresetConfig", "build_preset", "preset_data",
     "cnn_body", "cnn_encoder", "head", "mlp", "mlp_encoder", "split_sequential",
     "Party", "Segment", "Task", "Topology",
-    "LocalTransport", "MockTransport", "Transport",
+    "TRANSPORTS", "LocalTransport", "MockTransport", "Transport",
     "Kind", "Message",
 ]

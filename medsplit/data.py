@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
-__all__ = ["BatchSource", "TensorTable", "SiteData", "batch_order"]
+from .errors import DataError
+
+__all__ = ["BatchSource", "TensorTable", "SiteData", "LocalSite", "batch_order"]
 
 
 @runtime_checkable
@@ -31,12 +33,12 @@ class TensorTable:
     def __init__(self, tensors: dict[str, torch.Tensor], ids: Sequence[str] | None = None) -> None:
         lengths = {k: int(v.shape[0]) for k, v in tensors.items()}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"TensorTable columns have different lengths: {lengths}")
+            raise DataError(f"TensorTable columns have different lengths: {lengths}")
         self.tensors = tensors
         self._len = next(iter(lengths.values()), 0)
         self.ids = list(ids) if ids is not None else [str(i) for i in range(self._len)]
         if len(self.ids) != self._len:
-            raise ValueError(f"TensorTable has {self._len} rows but {len(self.ids)} ids")
+            raise DataError(f"TensorTable has {self._len} rows but {len(self.ids)} ids")
 
     def __len__(self) -> int:
         return self._len
@@ -57,6 +59,28 @@ class SiteData:
     val: BatchSource
 
 
+class LocalSite(Protocol):
+    """A site's own data as its node opens it: what it holds, its patients, and its rows for the engine.
+
+    ``row_ids`` are every usable patient (the input to private set intersection); ``counts`` is what the
+    server may print about the data (found, loaded, rejected); ``open(keys, order)`` returns the rows with
+    the data and label ``keys`` the topology gives this site, restricted to and in the agreed ``order`` when
+    one is given; with ``every_row`` both splits hold every row, without augmentation (predictions).
+    """
+
+    @property
+    def shapes(self) -> Mapping[str, tuple[int, ...]]: ...
+
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+    @property
+    def row_ids(self) -> list[str]: ...
+
+    def open(self, keys: Sequence[str], order: Sequence[str] | None = None, *, every_row: bool = False
+             ) -> SiteData: ...
+
+
 def batch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
     """Row indices of each batch. Depends only on (n, seed, epoch), so aligned sites batch alike."""
     if shuffle:
@@ -65,3 +89,4 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = 
     else:
         perm = list(range(n))
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+

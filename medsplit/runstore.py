@@ -22,7 +22,12 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .engine.report import EpochRecord
 
 __all__ = ["RunStore", "STATUSES", "RUNSTORE_FILE"]
 
@@ -131,7 +136,7 @@ class RunStore:
 
     def log_event(self, party: str, status: str, detail: str = "") -> None:
         if status not in STATUSES:
-            raise ValueError(f"unknown node status '{status}'; one of {STATUSES}")
+            raise ConfigError(f"unknown node status '{status}'", hint=f"use one of {', '.join(STATUSES)}")
         with self._tx() as db:
             db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (time.time(), party, status, detail))
 
@@ -148,6 +153,18 @@ class RunStore:
             db.executemany("INSERT INTO privacy VALUES (?, ?, ?, ?)",
                            [(ts, epoch, seg, float(v)) for seg, v in dcor.items() if v is not None])
 
+    def record_epoch(self, record: EpochRecord, reports: Mapping[str, Mapping[str, Any]]) -> None:
+        """What one epoch produced: its merged record and every party's report (``engine.report``)."""
+        step = record.steps
+        self.log_metrics(record.epoch, step, {t: {"loss": v} for t, v in record.train_loss.items()}, "train")
+        self.log_metrics(record.epoch, step, record.metrics, "val")
+        self.log_traffic(record.epoch, step, {p: r["bytes"] for p, r in reports.items()})
+        for party, r in reports.items():
+            self.log_timing(record.epoch, party, step, r["compute_seconds"], r["flops"])
+        self.log_dcor(record.epoch, record.dcor)
+        # Each party's report lists what it sent: together, every crossing once.
+        self.set_audit([row for r in reports.values() for row in r["audit"]])
+
     # --- reading (the dashboard, tests) -------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
@@ -156,7 +173,8 @@ class RunStore:
     def rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of a table as dicts (tables are small: aggregates only)."""
         if table not in ("metrics", "traffic", "timings", "events", "audit", "privacy"):
-            raise ValueError(f"unknown table '{table}'")
+            raise ConfigError(f"the run store has no table '{table}'",
+                              hint="tables: metrics, traffic, timings, events, audit, privacy")
         cur = self._db.execute(f"SELECT * FROM {table}")  # noqa: S608 - table name checked above
         names = [c[0] for c in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
@@ -175,15 +193,3 @@ class RunStore:
                 out[row["party"]] = row
         return out
 
-
-def record_epoch(store: RunStore, trainer, record) -> None:
-    """Write what one epoch of an in-process ``SplitTrainer`` produced (``record`` is its EpochRecord)."""
-    step = trainer.train_steps
-    store.log_metrics(record.epoch, step, {t: {"loss": v} for t, v in record.train_loss.items()}, "train")
-    store.log_metrics(record.epoch, step, record.metrics, "val")
-    store.log_traffic(record.epoch, step, trainer.meter.bytes_by_party_kind())
-    flops = trainer.flops_per_step()
-    for party, runner in trainer.runners.items():
-        store.log_timing(record.epoch, party, record.steps, runner.compute_seconds, flops.get(party, 0))
-    store.log_dcor(record.epoch, record.dcor)
-    store.set_audit(trainer.meter.audit())

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CohortSpec", "make_cohort"]
+from .data import SiteData, TensorTable
+from .topology.model import Topology
+from .topology.presets import PRESETS, PresetConfig
+
+__all__ = ["CohortSpec", "make_cohort", "preset_data"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,36 @@ def make_cohort(spec: CohortSpec, seed: int) -> dict[str, torch.Tensor]:
     weights = torch.linspace(1.0, 0.4, signal)
     ehr[:, 2:2 + signal] = severity[:, None] * weights + 0.8 * torch.randn(n, signal, generator=g)
     return {"image": image.unsqueeze(1), "ehr": ehr, "diagnosis": diagnosis, "mortality": mortality}
+
+
+def preset_data(topology: Topology, cfg: PresetConfig, seed: int, patients: int = 480,
+                val_fraction: float = 0.25) -> dict[str, SiteData]:
+    """In-memory synthetic data for every site of a preset topology.
+
+    Sites of a vertical layout see different columns of the same patients (same rows, same order); every
+    other site gets its own patients, with its own scanner shift, noise and age mix (non-IID, as hospitals are).
+    """
+    size = cfg.image_shape[-1]
+    n_val = max(2, int(patients * val_fraction))
+    vertical = PRESETS[topology.name].layout == "vertical" if topology.name in PRESETS else False
+    out: dict[str, SiteData] = {}
+    shared = None
+    for i, party in enumerate(p for p in topology.parties if p.data):
+        if vertical:
+            shared = shared or make_cohort(CohortSpec(patients + n_val, size, cfg.ehr_features), seed)
+            cohort = shared
+        else:
+            spec = CohortSpec(patients + n_val, size, cfg.ehr_features, shift=0.3 * i, noise=0.4 + 0.1 * i,
+                              age_mean=0.3 * (i - 1))
+            cohort = make_cohort(spec, seed * 101 + i)
+        # Each site normalises its own images (as MONAI's NormalizeIntensity would): the scanner offset is
+        # removed, the noise level is not, so sites stay non-IID.
+        img = cohort["image"]
+        flat = img.reshape(img.shape[0], -1)
+        cohort = {**cohort, "image": ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True)).view_as(img)}
+        if len(cfg.image_shape) == 4:  # 3D: stack the slice into a small volume
+            cohort["image"] = cohort["image"].unsqueeze(2).expand(-1, -1, cfg.image_shape[1], -1, -1).contiguous()
+        keys = list(party.data) + list(party.labels)
+        out[party.name] = SiteData(TensorTable({k: cohort[k][:patients] for k in keys}),
+                                   TensorTable({k: cohort[k][patients:] for k in keys}))
+    return out

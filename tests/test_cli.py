@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medsplit.cli import build_parser, main
+from sites.cli import build_parser, main
 
 REQUIRED = {"preset", "transport", "seed", "epochs", "metrics", "bytes", "flops_per_step", "audit"}
 
@@ -61,7 +61,7 @@ def test_same_seed_same_numbers_across_processes(tmp_path):
     runs = []
     for i in range(2):
         path = tmp_path / f"{i}.json"
-        proc = subprocess.run([sys.executable, "-m", "medsplit.cli", "demo", "--preset", "vertical", "--epochs", "1",
+        proc = subprocess.run([sys.executable, "-m", "sites.cli", "demo", "--preset", "vertical", "--epochs", "1",
                                "--patients", "60", "--workdir", str(tmp_path / "data"), "--json", str(path),
                                "--transport", "local"],
                               capture_output=True, text=True, timeout=120)
@@ -87,7 +87,7 @@ def test_bad_values_are_clear_errors(capsys, tmp_path):
 @pytest.mark.slow
 def test_console_script_runs_in_a_fresh_process(tmp_path):
     exe = Path(sys.executable).with_name("medsplit")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "medsplit.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sites.cli"]
     path = tmp_path / "run.json"
     proc = subprocess.run(cmd + ["demo", "--preset", "multitask", "--epochs", "1", "--patients", "64",
                                  "--workdir", str(tmp_path / "data"), "--json", str(path)],

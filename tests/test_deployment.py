@@ -24,12 +24,12 @@ import yaml
 
 from data_adapters.config import load_site_config
 from data_adapters.synth import synth_cohort
-from medsplit.cli import build_parser
-from medsplit.cli import main as medsplit_main
-from medsplit.experiment import load_experiment
-from medsplit.launch import site_options
+from sites.cli import build_parser
+from sites.cli import main as medsplit_main
+from medsplit.config.experiment import load_experiment
+from sites.nodes import site_options
 from medsplit.plan import compile_topology
-from medsplit.presets import PRESETS
+from medsplit.topology.presets import PRESETS
 from medsplit.runstore import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_the_examples_readme_lists_every_site_example():
 def test_site_example_parses_and_joins_the_experiment_it_names(mirror, name, monkeypatch):
     path = mirror / "sites" / "examples" / name
     cfg = load_site_config(path)
-    monkeypatch.setenv(cfg.node["secret_env"], "s3cret")
+    monkeypatch.setenv(cfg.node.secret_env, "s3cret")
     # What `medsplit site --config` builds before it starts: node keys checked, experiment loaded, party found.
     opts = site_options(str(path), experiment=None, server=None, party=None, run_dir=None, fresh=False)
     assert opts.experiment.path.parent == (mirror / "experiments").resolve()
@@ -315,7 +315,7 @@ class _Container:
 
     def map(self, argv: list[str]) -> list[str]:
         """Container paths to the layout; `medsplit` to this Python; the server's address to 127.0.0.1:port."""
-        out = [sys.executable, "-m", "medsplit.cli"]
+        out = [sys.executable, "-m", "sites.cli"]
         for i, arg in enumerate(argv[1:], start=1):
             if arg.startswith("/"):
                 arg = str(self.root / arg.lstrip("/"))
@@ -335,7 +335,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def test_the_compose_demo_runs_with_the_containers_commands(tmp_path, capsys):
     runs, volumes, logs = tmp_path / "runs", tmp_path / "volumes", tmp_path / "logs"
     logs.mkdir()
-    env = {**os.environ, "ROOT": str(runs), "PATIENTS": "12", "MEDSPLIT": f"{sys.executable} -m medsplit.cli"}
+    env = {**os.environ, "ROOT": str(runs), "PATIENTS": "12", "MEDSPLIT": f"{sys.executable} -m sites.cli"}
     out = subprocess.run(["sh", str(DOCKER / "synth.sh")], check=False, cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -378,7 +378,7 @@ def test_the_compose_demo_runs_with_the_containers_commands(tmp_path, capsys):
     # The compose file's audit command for a site (`--entrypoint medsplit hospital_N audit /run`), in-process.
     for name in SITE_SERVICES:
         argv = containers[name].map(["medsplit", "audit", "/run"])
-        assert argv[1:3] == ["-m", "medsplit.cli"]
+        assert argv[1:3] == ["-m", "sites.cli"]
         assert medsplit_main(argv[3:]) == 0
         audit = capsys.readouterr().out
         assert "-> server" in audit and "activation" in audit, audit

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_adapters.cohort import demo_experiment
-from medsplit.experiment import load_experiment
-from medsplit.launch import run_processes, secret_env_name
-from medsplit.run import run_in_process
+from sites.cohort import demo_experiment
+from medsplit.config.experiment import load_experiment
+from sites.launch import run_processes
+from sites.nodes import secret_env_name
+from sites.run import run_in_process
 from medsplit.runstore import RunStore
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-m", "medsplit.cli"]
+CLI = [sys.executable, "-m", "sites.cli"]
 
 
 def _experiment(tmp_path: Path, preset: str, *, epochs: int = 2, sites: int = 2, patients: int = 48,
@@ -238,8 +239,8 @@ def test_a_site_that_sends_a_bad_tensor_is_refused_and_the_run_retries_the_step(
     driver = tmp_path / "corrupt_once.py"
     driver.write_text(
         "import sys, torch\n"
-        "from medsplit import party\n"
-        "from medsplit.cli import main\n"
+        "from medsplit.engine import party\n"
+        "from sites.cli import main\n"
         "orig, done = party.PartyRunner._send, []\n"
         "def send(self, op, step, phase):\n"
         "    st = self._state.get(step)\n"

@@ -7,10 +7,10 @@ import csv
 import numpy as np
 import pytest
 
-from data_adapters.cohort import demo_experiment
-from medsplit.cli import main
-from medsplit.experiment import load_experiment
-from medsplit.metrics import roc_auc
+from sites.cohort import demo_experiment
+from sites.cli import main
+from medsplit.config.experiment import load_experiment
+from medsplit.engine.metrics import roc_auc
 
 
 def _labels(cohort_dir, site):
@@ -43,7 +43,7 @@ def test_predict_without_a_trained_run_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_predict_from_a_multi_process_run(tmp_path):
-    from medsplit.launch import run_processes
+    from sites.launch import run_processes
 
     exp_path = demo_experiment("vanilla", sites=1, patients=48, seed=2, root=tmp_path / "data",
                                training={"epochs": 1, "batch_size": 16, "timeout": 30})

@@ -15,8 +15,8 @@ from dashboard.experiments import (LABELS, MODALITIES, Validation, cut_rows, def
                                    label_rows, label_warnings, modality_of, site_parties, to_yaml, validate)
 from dashboard.graph import topology_dot
 from medsplit.errors import MedsplitError
-from medsplit.experiment import dump_experiment
-from medsplit.presets import PRESETS
+from medsplit.config.experiment import dump_experiment
+from medsplit.topology.presets import PRESETS
 
 __all__ = ["render", "collect", "current", "apply"]
 

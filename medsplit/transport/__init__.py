@@ -1,23 +1,13 @@
-"""Transports: how messages move between parties. Pick one by name with ``make_transport``."""
+"""Transports: how messages move between parties. One registry (``TRANSPORTS``) names them all."""
 
-from __future__ import annotations
-
-from ..errors import ConfigError
-from .base import Transport
-from .gloo import GlooTransport
+from .base import NetworkTransport, Transport
+from .group import PartyGroup
 from .header import Header, NameTable
 from .local import LocalTransport
 from .mock import MockTransport
-from .rpc import RpcTransport
+from .registry import (TRANSPORTS, TransportSpec, in_process_transport, node_transport, transport_names,
+                       transport_spec)
 
-__all__ = ["Transport", "LocalTransport", "MockTransport", "GlooTransport", "RpcTransport", "NameTable", "Header",
-           "make_transport", "TRANSPORTS"]
-
-TRANSPORTS = ("local",)
-
-
-def make_transport(name: str) -> Transport:
-    """The in-process transport by name; the multi-process ones are created by their nodes."""
-    if name == "local":
-        return LocalTransport()
-    raise ConfigError(f"unknown transport '{name}'", hint=f"choose one of: {', '.join(TRANSPORTS)}")
+__all__ = ["Transport", "NetworkTransport", "PartyGroup", "LocalTransport", "MockTransport", "NameTable", "Header",
+           "TRANSPORTS", "TransportSpec", "transport_spec", "transport_names", "node_transport",
+           "in_process_transport"]

@@ -5,20 +5,22 @@ from __future__ import annotations
 import abc
 import queue
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 from ..errors import PeerTimeout, TransportError
 
 if TYPE_CHECKING:
-    from ..wire import Message
+    from ..wire.message import Message
 
-__all__ = ["Transport", "wait_on_mailbox"]
+__all__ = ["Transport", "NetworkTransport", "Store", "wait_on_mailbox"]
 
 
 class Transport(abc.ABC):
     """Delivers messages between parties, in order per (src, dst) pair.
 
-    Implementations: ``LocalTransport`` (in-process), ``MockTransport`` (tests); later gloo and rpc.
+    Implementations: ``LocalTransport`` (in-process), ``MockTransport`` (tests); between processes,
+    ``NetworkTransport``s: ``GlooTransport`` and ``RpcTransport``.
     ``send`` must not block until the receiver is ready (the engine's schedule relies on it).
     ``recv`` blocks at most ``timeout`` seconds and then raises ``PeerTimeout`` naming ``awaiting``.
     """
@@ -39,6 +41,46 @@ class Transport(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Store(Protocol):
+    """The rendezvous key-value store a network transport meets in (a torch.distributed store)."""
+
+    def set(self, key: str, value: str | bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def check(self, keys: list[str]) -> bool: ...
+
+
+class NetworkTransport(Transport):
+    """A transport between processes: what a node needs beyond send and receive.
+
+    Parties meet in a rendezvous ``store`` hosted by one of them (on ``port``); ``connect`` builds the
+    connections to peers, ``reconnect`` replaces one that was lost (when ``rejoin`` is true: a peer that
+    restarted can come back alone), ``flush`` waits until every send was delivered, and ``connected``
+    lists the peers whose connection is up.
+    """
+
+    rejoin: ClassVar[bool] = False
+    port: int
+
+    @property
+    @abc.abstractmethod
+    def store(self) -> Store: ...
+
+    @abc.abstractmethod
+    def connect(self, peers: Iterable[str] | None = None, *, timeout: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def reconnect(self, peer: str, *, timeout: float | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> list[str]: ...
 
 
 def wait_on_mailbox(mailbox: queue.Queue, *, timeout: float, closed: Callable[[], str | None], src: str, dst: str,

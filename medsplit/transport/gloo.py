@@ -44,8 +44,8 @@ from ..errors import (
     ProtocolError,
     TransportError,
 )
-from ..wire import Message
-from .base import Transport, wait_on_mailbox
+from ..wire.message import Message
+from .base import NetworkTransport, wait_on_mailbox
 from .header import (
     BYE,
     DEFAULT_MAX_BYTES,
@@ -233,7 +233,7 @@ def _from_bytes(buf: torch.Tensor, header: Header) -> torch.Tensor:
     return buf.view(header.dtype).reshape(header.shape)
 
 
-class GlooTransport(Transport):
+class GlooTransport(NetworkTransport):
     """Point-to-point tensors between this ``party`` and its ``peers`` over gloo.
 
     ``names``: the run's ``NameTable`` (``NameTable.from_plan(plan)``), the same at every party.
@@ -252,6 +252,7 @@ class GlooTransport(Transport):
     """
 
     name = "gloo"
+    rejoin = True
 
     def __init__(self, party: str, peers: Sequence[str], names: NameTable, host: str, port: int, is_host: bool,
                  run_id: str, timeout: float = 60.0, *, local_addr: str | None = None,

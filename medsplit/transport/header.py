@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ProtocolError
-from ..wire import PHASES, Kind, Message
+from ..wire.message import PHASES, Kind, Message
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ..plan.plan import Plan
 
 __all__ = ["NameTable", "Header", "encode", "decode", "encode_message", "bye_header",
            "HEADER_LEN", "MAX_NDIM", "DTYPES", "PHASES", "DATA", "BYE", "DEFAULT_MAX_BYTES", "MAX_REASON_BYTES"]

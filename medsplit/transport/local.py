@@ -11,7 +11,7 @@ from ..errors import TransportError
 from .base import Transport, wait_on_mailbox
 
 if TYPE_CHECKING:
-    from ..wire import Message
+    from ..wire.message import Message
 
 __all__ = ["LocalTransport"]
 

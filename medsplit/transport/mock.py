@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable
 from .local import LocalTransport
 
 if TYPE_CHECKING:
-    from ..wire import Message
+    from ..wire.message import Message
 
 __all__ = ["MockTransport"]
 

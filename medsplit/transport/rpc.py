@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -37,8 +37,8 @@ from ..errors import (
     ProtocolError,
     TransportError,
 )
-from ..wire import Message
-from .base import Transport, wait_on_mailbox
+from ..wire.message import Message
+from .base import NetworkTransport, wait_on_mailbox
 from .header import DEFAULT_MAX_BYTES, Header, NameTable, decode, encode
 
 __all__ = ["RpcTransport"]
@@ -88,7 +88,7 @@ class _Mailbox:
                 self.next += 1
 
 
-class RpcTransport(Transport):
+class RpcTransport(NetworkTransport):
     """This ``party`` as an rpc worker among ``peers`` (every other party of the run: the group is static).
 
     ``host``/``port``: the rendezvous store, hosted by the party with ``is_host=True`` (``port=0`` picks a
@@ -133,9 +133,18 @@ class RpcTransport(Transport):
                                  hint="start the server first and check the address and port") from exc
         self.port: int = self._store.port
 
-    def connect(self) -> None:
-        """Joins the rpc group; returns once every party of the run has joined, or raises within ``timeout``."""
+    def connect(self, peers: Iterable[str] | None = None, *, timeout: float | None = None) -> None:
+        """Joins the rpc group; returns once every party of the run has joined, or raises within ``timeout``.
+
+        The group is static: ``peers``, if given, must be every other party of the run.
+        """
         global _ACTIVE
+        if peers is not None and set(peers) != set(self.peers):
+            raise TransportError(f"party '{self.party}': an rpc group is joined by every party of the run at once, "
+                                 f"not by {sorted(peers)} of {list(self.peers)}",
+                                 hint="use gloo where parties must be able to join or leave on their own")
+        if self._connected:
+            return
         with _ACTIVE_LOCK:
             if _ACTIVE is not None:
                 raise TransportError(f"party '{self.party}': this process already runs rpc transport for "
@@ -164,9 +173,19 @@ class RpcTransport(Transport):
     # --- messages ---------------------------------------------------------------------------------
 
     @property
-    def store(self):
+    def store(self) -> TCPStore:
         """The rendezvous store (hosted here or by the host)."""
         return self._store
+
+    def reconnect(self, peer: str, *, timeout: float | None = None) -> int:
+        raise TransportError(f"party '{self.party}' cannot reconnect to '{peer}': an rpc group is static, and a "
+                             "party that left it cannot rejoin",
+                             hint="restart every party of the run, or use gloo (sites can restart on their own)")
+
+    @property
+    def connected(self) -> list[str]:
+        """Every peer while the group is up (rpc has no per-peer connection to lose)."""
+        return list(self.peers) if self._connected and self._closed is None else []
 
     def send(self, msg: Message) -> None:
         self._check(msg.dst, f"send {msg.describe()}")

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import launcher
-from medsplit.cli import main
+from sites.cli import main
 from medsplit.runstore import RunStore
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

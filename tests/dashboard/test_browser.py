@@ -38,7 +38,7 @@ def dashboard(runs_root, tmp_path):
     """The dashboard as `medsplit dashboard` starts it, on a free localhost port; stopped by its PID."""
     port = _free_port()
     with open(tmp_path / "streamlit.log", "wb") as log:  # the child keeps its own handle
-        proc = subprocess.Popen([sys.executable, "-m", "medsplit.cli", "dashboard", "--runs", str(runs_root),
+        proc = subprocess.Popen([sys.executable, "-m", "sites.cli", "dashboard", "--runs", str(runs_root),
                                  "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

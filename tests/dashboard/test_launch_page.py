@@ -6,14 +6,14 @@ import json
 import sys
 
 from dashboard import launcher
-from medsplit.experiment import load_experiment
+from medsplit.config.experiment import load_experiment
 from medsplit.runstore import RunStore
 
 
 def test_a_run_started_from_the_page_trains_and_reports(launched):
     run_dir, at = launched["run_dir"], launched["app"]
     record = json.loads((run_dir / launcher.LAUNCH_FILE).read_text())
-    assert record["argv"][2:4] == ["medsplit.cli", "run"]  # `medsplit run EXP.yaml --transport gloo --run-dir`
+    assert record["argv"][2:4] == ["sites.cli", "run"]  # `medsplit run EXP.yaml --transport gloo --run-dir`
     assert record["argv"][5:] == ["--transport", "gloo", "--run-dir", str(run_dir)]
     state = launcher.launch_state(run_dir)
     assert state["returncode"] == 0, (run_dir / launcher.LOG_FILE).read_text()[-2000:]

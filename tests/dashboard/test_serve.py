@@ -8,7 +8,7 @@ import pytest
 
 from dashboard import serve
 from dashboard.settings import runs_root
-from medsplit.cli import build_parser
+from sites.cli import build_parser
 from medsplit.errors import ConfigError
 
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from dashboard.experiments import cli_error, default_experiment
-from medsplit.cli import main
-from medsplit.experiment import load_experiment, parse_experiment
-from medsplit.presets import PRESETS
+from sites.cli import main
+from medsplit.config.experiment import load_experiment, parse_experiment
+from medsplit.topology.presets import PRESETS
 
 # The first cut of each preset with the defaults (batch 32): per-step shape and bytes per step.
 FIRST_CUT = {"vanilla": ("(32, 16, 8, 8)", "131.1 kB/step"), "ushaped": ("(32, 16, 8, 8)", "131.1 kB/step"),
@@ -105,7 +105,7 @@ def test_a_bad_file_shows_exactly_what_the_cli_prints(app, tmp_path, capsys):
 
 def test_yaml_is_saved_loaded_and_edited(app, tmp_path):
     cohort = tmp_path / "cohort"
-    subprocess.run([sys.executable, "-m", "medsplit.cli", "synth", "--out", str(cohort), "--sites", "2",
+    subprocess.run([sys.executable, "-m", "sites.cli", "synth", "--out", str(cohort), "--sites", "2",
                     "--patients", "20", "--seed", "0", "--layout", "vertical"], check=True, capture_output=True,
                    timeout=120)
     at = app()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -10,7 +9,7 @@ import pandas as pd
 import pytest
 from pydicom.data import get_testdata_file
 
-from data_adapters.check import add_data_commands, main
+from sites.cli import main
 
 
 def test_check_a_site_config_writes_json_without_patient_ids(horizontal, tmp_path, capsys):
@@ -81,14 +80,3 @@ def test_help_texts(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0 and needle in capsys.readouterr().out
-
-
-def test_commands_mount_on_another_cli():
-    parser = argparse.ArgumentParser(prog="medsplit")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("demo")
-    add_data_commands(sub)
-    args = parser.parse_args(["data", "check", "--config", "x.yaml", "--json", "r.json"])
-    assert callable(args.func) and str(args.config) == "x.yaml"
-    args = parser.parse_args(["synth", "--out", "d", "--layout", "vertical"])
-    assert args.layout == "vertical" and args.patients == 200

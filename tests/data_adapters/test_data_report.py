@@ -7,6 +7,7 @@ import json
 import pytest
 
 from data_adapters.report import REJECT_REASONS, DataReport, Rejected
+from medsplit.errors import ConfigError
 
 
 def report() -> DataReport:
@@ -41,6 +42,6 @@ def test_redacted_report_drops_paths():
 
 def test_rejected_reasons_are_a_closed_set():
     assert Rejected("corrupt", "x").reason == "corrupt"
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="reject reason"):
         Rejected("something_else", "x")
     assert "internal_error" in REJECT_REASONS

@@ -8,11 +8,11 @@ import pydicom
 import pytest
 import torch
 
-from data_adapters.align import align_in_process
-from data_adapters.cohort import demo_experiment, open_sites
+from medsplit.align.channel import align_in_process
+from sites.cohort import demo_experiment, open_sites
 from medsplit import Kind, Meter, MockTransport, SplitTrainer
-from medsplit.cli import main
-from medsplit.experiment import load_experiment
+from sites.cli import main
+from medsplit.config.experiment import load_experiment
 
 
 def _train_from_files(preset: str, tmp_path, **topology):
@@ -20,7 +20,7 @@ def _train_from_files(preset: str, tmp_path, **topology):
     exp = load_experiment(demo_experiment(preset, sites=topology.pop("sites", 2), patients=topology.pop("patients", 60),
                                           seed=1, root=tmp_path, topology=topology))
     topo = exp.build_topology()
-    cohort = open_sites({s.party: s.config for s in exp.sites}, align=topo.schedule == "joint", meter=meter)
+    cohort = open_sites({s.party: s.config for s in exp.sites}, topo, meter=meter)
     trainer = SplitTrainer(topo, cohort.engine_data(topo), batch_size=16, meter=meter)
     trainer.fit(1)
     return cohort, trainer, exp
@@ -33,8 +33,11 @@ def test_vertical_cohort_trains_from_files_with_psi_and_fingerprints(tmp_path):
     ds = pydicom.dcmread(dcm)
     assert ds.Modality == "CT" and ds.PixelSpacing and ds.RescaleSlope is not None
     assert cohort.aligned is not None and 0 < cohort.aligned < 60  # patients overlap only partly
-    train, val = cohort.splits["imaging"]
-    assert [train.row_ids, val.row_ids] == [cohort.splits["ehr"][0].row_ids, cohort.splits["ehr"][1].row_ids]
+    imaging, ehr = trainer.data["imaging"], trainer.data["ehr"]
+    for split in ("train", "val"):
+        a, b = getattr(imaging, split), getattr(ehr, split)
+        assert a.row_ids(range(len(a))) == b.row_ids(range(len(b)))  # row k is the same patient at both sites
+    val = imaging.val
     kinds = {r["kind"] for r in trainer.meter.audit()}
     assert kinds == {"psi", "fingerprint", "activation", "gradient"}  # no labels, no raw data
     metrics = trainer.history[-1].metrics["diagnosis"]
@@ -43,8 +46,8 @@ def test_vertical_cohort_trains_from_files_with_psi_and_fingerprints(tmp_path):
 
 def test_horizontal_cohort_trains_from_files(tmp_path):
     cohort, trainer, _ = _train_from_files("horizontal", tmp_path, sites=3, patients=40)
-    assert set(cohort.splits) == {"hospital_1", "hospital_2", "hospital_3"}
-    assert trainer.history[-1].metrics["diagnosis"]["n"] == sum(len(v) for _, v in cohort.splits.values())
+    assert set(cohort.sites) == {"hospital_1", "hospital_2", "hospital_3"}
+    assert trainer.history[-1].metrics["diagnosis"]["n"] == sum(len(d.val) for d in trainer.data.values())
     batch = trainer.data["hospital_1"].train.batch([0, 1])
     assert set(batch) == {"image", "diagnosis"}  # only the keys the topology declares are read
 

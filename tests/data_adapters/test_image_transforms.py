@@ -16,6 +16,7 @@ from data_adapters.transforms import (
     build_transforms,
     default_pipeline,
 )
+from medsplit.errors import ConfigError
 
 LPS_2D = torch.tensor([[-1.0, 0, 0, 0], [0, -1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]], dtype=torch.float64)
 
@@ -131,5 +132,5 @@ def test_modality_defaults():
     assert default_pipeline("CT").window == (-1000.0, 400.0)
     assert default_pipeline("MR").percentiles == (0.5, 99.5) and default_pipeline("MR").window is None
     assert default_pipeline("DX").augment.flip_prob == 0.0  # laterality matters in radiographs
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="no default pipeline"):
         default_pipeline("US")

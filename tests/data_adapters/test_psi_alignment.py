@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_adapters.psi import (
+from medsplit.align import (
     agreed_order,
     align_follower,
     align_leader,

@@ -34,7 +34,7 @@ labels:
   diagnosis: binary
   grade: {kind: multiclass, classes: 3}
 node:
-  listen: 0.0.0.0:8443   # reserved for the networking section: kept, not validated here
+  server: 10.0.0.5:29500   # how this site joins a run (medsplit.config.node)
 """
 
 
@@ -67,7 +67,7 @@ def test_example_parses_into_typed_objects(site_dir, monkeypatch):
     assert ehr.missing.numeric == "mean" and ehr.missing.columns == {"crp": "drop"}
     assert cfg.labels["diagnosis"].source == "ehr"  # the only table holds the labels by default
     assert cfg.labels["grade"].kind == "multiclass" and cfg.labels["grade"].classes == 3
-    assert cfg.node == {"listen": "0.0.0.0:8443"}
+    assert cfg.node is not None and cfg.node.server == "10.0.0.5:29500"
 
 
 def _error(site_dir, text) -> str:

@@ -14,7 +14,7 @@ from monai.transforms import LoadImage
 
 from data_adapters import load_site_config, open_site_data
 from data_adapters.dicom import quiet_monai_loader
-from data_adapters.psi import align_follower, align_leader
+from medsplit.align import align_follower, align_leader
 from data_adapters.synth import ehr_feature_dim, synth_cohort
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from medsplit import Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology, split_sequential
 from medsplit.data import batch_order
-from medsplit.segments import cnn_body, cnn_encoder, head, mlp, mlp_encoder
+from medsplit.topology.segments import cnn_body, cnn_encoder, head, mlp, mlp_encoder
 
 STEPS_ROWS, BATCH, SEED = 96, 16, 3  # 6 optimizer steps per epoch, 2 epochs
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from medsplit import ConfigError
-from medsplit.cli import main
-from medsplit.experiment import dump_experiment, load_experiment, parse_experiment
+from sites.cli import main
+from medsplit.config.experiment import dump_experiment, load_experiment, parse_experiment
 
 
 def _vertical() -> dict:
@@ -21,7 +21,8 @@ def test_defaults_follow_the_cohort():
     assert exp.topology.preset == "vertical" and [s.party for s in exp.sites] == ["imaging", "ehr"]
     assert exp.training.epochs == 5 and exp.server.port == 29500 and exp.server.run_dir.name == "study"
     topo = exp.build_topology()
-    assert topo.party("imaging").data == {"image": (1, 16, 16)} and topo.party("ehr").data == {"ehr": (7,)}
+    parties = {p.name: p for p in topo.parties}
+    assert parties["imaging"].data == {"image": (1, 16, 16)} and parties["ehr"].data == {"ehr": (7,)}
 
 
 def test_same_seed_same_initial_weights():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsplit.metrics import roc_auc, task_loss, task_metrics
+from medsplit.engine.metrics import roc_auc, task_loss, task_metrics
 
 
 def _brute_auc(y, s):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from medsplit import NoPeek, PresetConfig, SplitTrainer, build_preset, distance_correlation, preset_data
+from medsplit.errors import ConfigError, DataError
 
 
 def _reference_dcor(x: np.ndarray, z: np.ndarray) -> float:
@@ -54,11 +55,11 @@ def test_dcor_extremes_and_gradient():
 
 
 def test_dcor_refuses_bad_input():
-    with pytest.raises(ValueError, match="same number of rows"):
+    with pytest.raises(DataError, match="same number of rows"):
         distance_correlation(torch.randn(4, 2), torch.randn(5, 2))
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(DataError, match="at least 2"):
         distance_correlation(torch.randn(1, 2), torch.randn(1, 2))
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ConfigError, match="alpha"):
         NoPeek(-1.0)
 
 

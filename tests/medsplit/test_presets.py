@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medsplit import PRESETS, PresetConfig, SplitTrainer, build_preset, preset_data
-from medsplit.party import flat_state
+from medsplit.engine.party import flat_state
 
 
 def _fit(preset: str, epochs: int = 4, **cfg_kw):
@@ -55,8 +55,8 @@ def test_many_sites_share_one_client_model(preset, sites):
     assert weights, "client weights must travel, metered"
     numel = trainer.plan.replica_numel(0)
     assert all(r["bytes"] == r["count"] * numel * 4 for r in weights)
-    if preset == "splitfed":  # every site to the aggregator and back, each epoch
-        assert sum(r["count"] for r in weights) == 2 * sites * 2
+    if preset == "splitfed":  # the first site's copy to every other site, then each epoch to the aggregator and back
+        assert sum(r["count"] for r in weights) == sites + 2 * sites * 2
         assert {r["dst"] for r in weights if r["src"] != "server"} == {"server"}
     else:  # a hand-off to the next site after each turn, and from the last to all at the epoch's end
         assert sum(r["count"] for r in weights) == (sites - 1) + 2 * ((sites - 1) + (sites - 1))

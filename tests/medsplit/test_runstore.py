@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from medsplit.cli import main
+from sites.cli import main
 from medsplit.runstore import RunStore
+from medsplit.errors import ConfigError
 
 
 def test_write_and_read_back(tmp_path):
@@ -25,9 +26,9 @@ def test_write_and_read_back(tmp_path):
     rows = {(r["split"], r["name"]): r["value"] for r in store.rows("metrics")}
     assert rows == {("val", "auc"): 0.8, ("val", "loss"): 0.5}  # the row count "n" is not a metric
     assert store.node_status()["hospital"]["status"] == "down"
-    with pytest.raises(ValueError, match="unknown node status"):
+    with pytest.raises(ConfigError, match="unknown node status"):
         store.log_event("hospital", "sleeping")
-    with pytest.raises(ValueError, match="unknown table"):
+    with pytest.raises(ConfigError, match="no table"):
         store.rows("sqlite_master")
     with pytest.raises(FileNotFoundError):
         RunStore(tmp_path / "nothing", readonly=True)

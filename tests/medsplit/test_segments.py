@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from medsplit import cnn_body, cnn_encoder, head, mlp_encoder, split_sequential
+from medsplit.errors import TopologyError
 
 
 @pytest.mark.parametrize("shape,expected", [((1, 32, 32), (16, 8, 8)), ((1, 16, 32, 32), (16, 4, 8, 8))])
@@ -37,5 +38,5 @@ def test_split_sequential_shares_modules_and_composes():
 @pytest.mark.parametrize("cuts", [[0], [5], [3, 2], [2, 2]])
 def test_split_sequential_refuses_bad_cuts(cuts):
     model = nn.Sequential(*[nn.Identity() for _ in range(5)])
-    with pytest.raises(ValueError, match="strictly increasing and inside"):
+    with pytest.raises(TopologyError, match="strictly increasing and inside"):
         split_sequential(model, cuts)

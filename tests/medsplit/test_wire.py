@@ -10,7 +10,7 @@ import torch
 
 from medsplit import (Kind, Message, MockTransport, PeerTimeout, PresetConfig, PrivacyError, ProtocolError,
                       SplitTrainer, build_preset, preset_data)
-from medsplit.meter import Meter
+from medsplit.wire.meter import Meter
 from medsplit.transport import LocalTransport
 from medsplit.wire import Expect, Wire
 

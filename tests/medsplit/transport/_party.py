@@ -16,8 +16,10 @@ import time
 import torch
 from torch import nn
 
-from medsplit.meter import Meter
-from medsplit.transport import GlooTransport, NameTable, RpcTransport
+from medsplit.wire.meter import Meter
+from medsplit.transport import NameTable
+from medsplit.transport.gloo import GlooTransport
+from medsplit.transport.rpc import RpcTransport
 from medsplit.wire import Expect, Kind, Message, Wire
 
 WIRE_EDGE = "enc->head"

@@ -12,8 +12,9 @@ import torch
 from torch.distributed import TCPStore
 
 from medsplit.errors import PeerTimeout, ProtocolError, TransportError
-from medsplit.meter import Meter
-from medsplit.transport import GlooTransport, NameTable
+from medsplit.wire.meter import Meter
+from medsplit.transport import NameTable
+from medsplit.transport.gloo import GlooTransport
 from medsplit.transport.header import Header, encode
 from medsplit.wire import Expect, Kind, Message, Wire
 

@@ -29,7 +29,7 @@ from medsplit.transport.header import (
     encode,
     encode_message,
 )
-from medsplit.wire import Kind, Message
+from medsplit.wire.message import Kind, Message
 
 NAMES = NameTable(["site-b", "server", "site-a", "server"], ["b->s", "a->s", "labels"])
 

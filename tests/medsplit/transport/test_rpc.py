@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from medsplit.errors import ConfigError
-from medsplit.transport import NameTable, RpcTransport
+from medsplit.transport import NameTable
+from medsplit.transport.rpc import RpcTransport
 from medsplit.transport.rpc import _Mailbox
 
 PARTIES = ["server", "site-a"]

@@ -1,0 +1,52 @@
+"""The `node:` section of a site YAML: how this site joins a run (experiment, server, credentials, run folder)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from ..errors import ConfigError
+from .loader import StrictModel, problem
+
+__all__ = ["NodeConfig"]
+
+
+class NodeConfig(StrictModel):
+    """Paths are relative to the site YAML's folder. At most one of secret_env, secret_file."""
+
+    experiment: str | None = Field(None, description="the copy of the experiment file the site reviewed")
+    server: str | None = Field(None, description="HOST:PORT of the study's server")
+    party: str | None = Field(None, description="this site's party in the topology (default: from the experiment)")
+    secret_env: str | None = Field(None, description="environment variable holding the shared secret")
+    secret_file: str | None = Field(None, description="file holding the shared secret")
+    private_key: str | None = Field(None, description="this site's Ed25519 private key (PEM)")
+    run_dir: str | None = Field(None, description="checkpoints and the audit log, at the site")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> NodeConfig:
+        if self.secret_env and self.secret_file:
+            raise problem("secret_env and secret_file are both set", "keep one of them")
+        if self.server is not None:
+            host, _, port = self.server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise problem(f"'{self.server}' is not HOST:PORT", "write e.g. server: 10.0.0.5:29500")
+        return self
+
+    def read_secret(self, base: Path) -> bytes | None:
+        """The shared secret from the named environment variable or file, or None when neither is set."""
+        if self.secret_env:
+            value = os.environ.get(self.secret_env)
+            if not value:
+                raise ConfigError(f"node.secret_env names {self.secret_env}, which is not set",
+                                  hint=f"export {self.secret_env}=<the secret agreed with the server>")
+            return value.encode()
+        if self.secret_file:
+            path = base / self.secret_file
+            try:
+                return path.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(f"node.secret_file: cannot read {path}: {exc.strerror}",
+                                  hint="give the path of the file that holds this site's secret") from exc
+        return None

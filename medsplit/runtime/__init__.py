@@ -1,0 +1,14 @@
+"""Parties as processes: nodes, sessions, admission, resume, checkpoints and the control plane."""
+
+from .auth import Credentials
+from .host import run_host
+from .member import run_member
+from .node import Node, NodeOptions, host_party
+
+__all__ = ["Credentials", "Node", "NodeOptions", "host_party", "run_node"]
+
+
+def run_node(opts: NodeOptions) -> dict | None:
+    """Run one party until the run completes; returns the run summary on the host, None elsewhere."""
+    node = Node(opts)
+    return run_host(node) if node.is_host else run_member(node)

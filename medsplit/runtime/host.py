@@ -1,0 +1,165 @@
+"""The host's side of a run: open sessions, admit parties, agree where to resume, train, write the run store."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import AuthenticationError, MedsplitError, PeerTimeout, ProtocolError, TransportError
+from ..engine.report import summarize
+from ..runstore import RunStore
+from .handshake import Start, admit
+from .node import Node
+from .resume import resume_point
+from .session import predict_session, run_session
+
+__all__ = ["run_host", "MAX_RETRIES"]
+
+#: sessions in a row that fail before reaching a new checkpoint: then the run fails
+MAX_RETRIES = 5
+_RECOVERABLE = (TransportError, PeerTimeout, ProtocolError)
+
+
+def run_host(node: Node) -> dict[str, Any]:
+    """Drive sessions until the run completes; returns the run summary (also in RUN_DIR/summary.json).
+
+    A run that cannot go on (every retry failed, a required party refused) is marked failed in the run
+    store, with the reason, before the error is raised.
+    """
+    store = RunStore(node.run_dir) if node.opts.mode == "train" else None
+    try:
+        return _host(node, store)
+    except BaseException as exc:
+        if store is not None:
+            store.set_info(status="failed", error=str(exc)[:2000], ended=time.time())
+        raise
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
+    exp, tr = node.exp, node.exp.training
+    state_file = node.run_dir / "session.json"
+    node.session = json.loads(state_file.read_text())["session"] if state_file.exists() else 0
+    node.open_transport()
+    mode = node.opts.mode  # predictions leave the training run's store as it was (store is None)
+    if store is not None:
+        store.set_info(name=exp.name, preset=exp.topology.preset, transport=node.opts.transport, seed=exp.seed,
+                       epochs=tr.epochs, status="running", started=time.time(), parties=list(node.plan.parties),
+                       topology=node.plan.describe(), experiment=str(exp.path), nopeek=exp.topology.nopeek)
+    node.log(f"hosting run '{node.run_id}' ({mode}) on {node.opts.host}:{node.transport.port}")
+    members = [p for p in node.plan.parties if p != node.me]
+    optional = set(node.topology.sites) if node.topology.schedule != "joint" and mode == "train" else set()
+    failures, last_resume, seen, previous = 0, None, set(), None
+    first = True
+    t0 = time.perf_counter()
+    while True:
+        node.session += 1
+        state_file.write_text(json.dumps({"session": node.session}))
+        node.control.set({"session": node.session, "digest": node.digest, "mode": mode}, "session")
+
+        def event(party: str, status: str, detail: str = "") -> None:
+            if store is not None:
+                store.log_event(party, status, detail)
+
+        def refuse(party: str, why: str) -> None:
+            event(party, "refused", why)
+            node.log(f"refused party '{party}': {why}")
+
+        admission = admit(node.control, node.session, members, digest=node.digest, run_id=node.run_id,
+                          credentials=node.opts.members, optional=optional, rejoin_timeout=tr.rejoin_timeout,
+                          optional_after=min(tr.timeout, tr.rejoin_timeout), refuse=refuse, log=node.log)
+        refused = [p for p in members if p in admission.refused and p not in optional]
+        if refused:
+            raise AuthenticationError(f"parties {refused} were refused; no tensor was exchanged with them",
+                                      hint="check their credentials (secret or key) and that they run the same "
+                                           "experiment file as the server")
+        admitted = sorted(admission.ready)
+        for p in admitted:
+            event(p, "resumed" if p in seen else "connected")
+        for p in sorted(set(members) - set(admitted)):
+            event(p, "down", "did not rejoin; the run goes on with the other sites")
+            node.log(f"site '{p}' is down: continuing with {[s for s in admitted if s in node.topology.sites]}")
+        seen |= set(admitted)
+        node.active = [node.me] + admitted
+        changed = previous is not None and previous != set(node.active)
+        resume, load = resume_point(node.checkpoints, admission.ready, changed=changed, replicas=optional)
+        if mode == "predict" and resume is None:
+            raise MedsplitError(f"no checkpoint that every party has under {node.run_dir} and the sites' run "
+                                "directories", hint="train first, then predict with the same run directories")
+        previous = set(node.active)
+        failures = failures + 1 if resume is not None and resume == last_resume else 0
+        if failures >= MAX_RETRIES:
+            raise MedsplitError(f"the run failed {failures} times in a row from step {resume}",
+                                hint="see the parties' logs for the error; fix it and restart the server")
+        last_resume = resume
+        # Every party takes its place in the schedule from the host's checkpoint: one truth for where we are.
+        position = node.checkpoints.load(resume)[1].to_json() if resume is not None else None
+        start = Start(resume, position, node.active, load)
+        node.control.set(start.to_json(), node.session, "start")
+        try:
+            node.connect(first)
+            first = False
+            rows = _gather_rows(node)
+            for p in node.active:
+                event(p, "training", f"session {node.session}, from step {resume or 0}")
+            node.training = True
+            try:
+                if node.opts.predict_out is not None:
+                    summary = _predicted(node, predict_session(node, start, rows, node.opts.predict_out))
+                    break
+                result, hooks = run_session(node, start, rows, store)
+            finally:
+                node.training = False
+        except _RECOVERABLE as exc:
+            node.log(f"session {node.session} stopped: {exc}")
+            for p in node.lost_peers():
+                event(p, "down", str(exc)[:500])
+            continue
+        if result.epoch < tr.epochs:
+            continue  # a site came back: the next session takes it in
+        summary = {**summarize(result.history, hooks.reports, result.train_steps, time.perf_counter() - t0),
+                   "preset": exp.topology.preset, "transport": node.opts.transport, "seed": exp.seed,
+                   "epochs": tr.epochs, "status": "completed", "name": exp.name, "session": node.session}
+        for p in node.plan.parties:
+            event(p, "finished")
+        if store is not None:
+            store.set_info(status="completed", ended=time.time())
+        (node.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        break
+    _finish(node)
+    return summary
+
+
+def _gather_rows(node: Node) -> dict[str, list[int]]:
+    """Every site of the session posts its row counts; the host publishes them all (the schedule's input)."""
+    timeout = node.exp.training.timeout
+    posted = {s: node.control.wait(timeout, f"site '{s}' to report its rows", node.session, "rows", s,
+                                   abort=node.aborted)
+              for s in node.topology.sites if s in node.active}
+    aligned = {p["aligned"] for p in posted.values() if p["aligned"] is not None}
+    if aligned and node.session == 1:
+        node.log(f"aligned by private set intersection: {min(aligned)} common patients")
+    rows = {s: p["rows"] for s, p in posted.items()}
+    node.control.set(rows, node.session, "rows")
+    return rows
+
+
+def _predicted(node: Node, written: dict[str, int]) -> dict[str, Any]:
+    """The host's summary of a prediction session: which site holds each task's predictions."""
+    return {"status": "completed", "mode": "predict", "name": node.exp.name,
+            "predictions": {t.name: node.plan.label_owners(t.label) for t in node.topology.tasks},
+            "written_here": written}
+
+
+def _finish(node: Node) -> None:
+    """Tell every member the run is complete, let them read it, and close the channels."""
+    node.control.set({"summary": "completed"}, "done")
+    try:
+        node.transport.flush()
+    except TransportError as exc:  # a peer that left the run earlier; the others have everything
+        node.log(f"at the end: {exc.message}")
+    time.sleep(0.5)  # let members read "done" before the store goes away
+    node.transport.close()
