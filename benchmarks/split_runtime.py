@@ -25,13 +25,12 @@ import torch
 from torch import nn
 
 from medsplit import Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology, split_sequential
-from medsplit.wire.meter import Meter
 from medsplit.engine.metrics import task_loss
-from medsplit.engine.party import PartyRunner
-from medsplit.plan.plan import compile_topology
-from medsplit.plan.schedule import Schedule
-from medsplit.topology.segments import _conv
-from medsplit.wire.wire import Wire
+from medsplit.engine.party import PartyRunner, Unit
+from medsplit.plan import Schedule, compile_topology
+from medsplit.topology import conv_block
+from medsplit.transport import NameTable, node_transport
+from medsplit.wire import Meter, Wire
 
 CUT = 2
 WARMUP = 3
@@ -40,8 +39,8 @@ WARMUP = 3
 def ct_model() -> nn.Sequential:
     """A CNN for one CT slice (1 x S x S): two strided convolutions at the site, five more at the server."""
     return nn.Sequential(
-        _conv(2, 1, 16, 2), _conv(2, 16, 32, 2),
-        _conv(2, 32, 64, 2), _conv(2, 64, 64, 1), _conv(2, 64, 128, 2), _conv(2, 128, 128, 1), _conv(2, 128, 128, 2),
+        conv_block(2, 1, 16, 2), conv_block(2, 16, 32, 2),
+        conv_block(2, 32, 64, 2), conv_block(2, 64, 64, 1), conv_block(2, 64, 128, 2), conv_block(2, 128, 128, 1), conv_block(2, 128, 128, 2),
         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, 1))
 
 
@@ -97,22 +96,13 @@ def run_local(size: int, steps: int, batch: int) -> dict:
 
 def _party(name: str, kind: str, port: int, size: int, steps: int, batch: int, queue) -> None:
     """One process of the split run: the same engine pieces a node uses, without the control plane."""
-    from medsplit.transport.header import NameTable
-
     torch.manual_seed(0)
     plan = compile_topology(topology(size))
     names = NameTable.from_plan(plan)
     peer = "server" if name == "site" else "site"
     args = dict(party=name, peers=[peer], names=names, host="127.0.0.1", port=port, is_host=name == "server",
                 run_id="bench", timeout=120)
-    if kind == "gloo":
-        from medsplit.transport.gloo import GlooTransport
-
-        transport = GlooTransport(**args, copy_on_send=False)
-    else:
-        from medsplit.transport.rpc import RpcTransport
-
-        transport = RpcTransport(**args)
+    transport = node_transport(kind, **args)
     transport.connect()
     meter = Meter()
     runner = PartyRunner(name, plan, Wire(transport, meter, plan.allowed(), timeout=120),
@@ -131,11 +121,7 @@ def _party(name: str, kind: str, port: int, size: int, steps: int, batch: int, q
             if name == "site":
                 i = spec.rows["site"][0]
                 b = {k: v[i * batch:(i + 1) * batch] for k, v in d.items()}
-            runner.begin(spec.step, spec.phase, b)
-            for op in spec.ops:
-                if op.party == name:
-                    runner.run(op, spec.step, spec.phase)
-            runner.finish(spec.step)
+            runner.run_unit(Unit(spec, {name: b} if b is not None else {}))
     seconds = (time.perf_counter() - t0) / steps
     transport.flush()
     train = meter.bytes_by_party("train").get(name, {"sent": 0, "received": 0})

@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from medsplit import Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology, split_sequential
 from medsplit.data import batch_order
 from medsplit.engine.metrics import roc_auc, task_loss
-from medsplit.topology.segments import _conv
+from medsplit.topology import conv_block
 from medsplit.synthetic import CohortSpec, make_cohort
 
 CUT = 2  # the client keeps the first two conv layers
@@ -35,8 +35,8 @@ CUT = 2  # the client keeps the first two conv layers
 def full_model() -> nn.Sequential:
     """A small VGG-style CNN for 32x32 single-channel images (about 0.3 M parameters)."""
     return nn.Sequential(
-        _conv(2, 1, 16, 2), _conv(2, 16, 32, 2),  # client side: two strided convolutions -> (32, 8, 8)
-        _conv(2, 32, 64, 1), _conv(2, 64, 64, 2), _conv(2, 64, 128, 1), _conv(2, 128, 128, 2),
+        conv_block(2, 1, 16, 2), conv_block(2, 16, 32, 2),  # client side: two strided convolutions -> (32, 8, 8)
+        conv_block(2, 32, 64, 1), conv_block(2, 64, 64, 2), conv_block(2, 64, 128, 1), conv_block(2, 128, 128, 2),
         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1))
 
 

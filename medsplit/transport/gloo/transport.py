@@ -27,48 +27,26 @@ a send that fails ends the connection, and the next ``recv`` from that peer says
 from __future__ import annotations
 
 import atexit
-import datetime
 import os
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 
-import torch
 from torch.distributed import PrefixStore, ProcessGroupGloo, TCPStore
 
-from ..errors import (
-    ConfigError,
-    MedsplitError,
-    ProtocolError,
-    TransportError,
-)
-from ..wire.message import Message
-from .base import NetworkTransport, wait_on_mailbox
-from .header import (
-    BYE,
-    DEFAULT_MAX_BYTES,
-    HEADER_LEN,
-    MAX_REASON_BYTES,
-    Header,
-    NameTable,
-    bye_header,
-    decode,
-    encode,
-)
+from ...errors import ConfigError, MedsplitError, ProtocolError, TransportError
+from ...wire.message import Message
+from ..base import NetworkTransport, wait_on_mailbox
+from ..header import DEFAULT_MAX_BYTES, Header, NameTable, encode
+from .pair import Lost, Pair, complete_loop, first_line, receive_loop, td, to_bytes
 
 __all__ = ["GlooTransport"]
 
-_TAG_HEADER, _TAG_PAYLOAD = 1, 2
-# A receive posted by the receiver thread waits this long; gloo closes the pair when it runs out, so it is
-# "forever" for a training run (11.6 days idle on one pair) while staying far from clock overflow.
-_FOREVER = datetime.timedelta(seconds=1_000_000)
 _POLL = 0.1  # seconds between checks for a closed transport while waiting on a mailbox
 _MAX_PENDING = 64  # unfinished sends per peer before send() waits for the peer to take some (bounds memory)
 _ACK_WAIT = 10.0  # seconds close() waits for its goodbyes to go out and be answered
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
 
 _OPEN: set[GlooTransport] = set()  # strong references: an unclosed transport's threads outlive its owner
 
@@ -79,158 +57,6 @@ def _close_at_exit() -> None:
     # goodbye or a reset wakes it then; closing first ends those threads while the interpreter still runs.
     for transport in list(_OPEN):
         transport.close("process exiting")
-
-
-def _td(seconds: float) -> datetime.timedelta:
-    return datetime.timedelta(seconds=max(seconds, 0.001))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
-class _Lost:
-    """Why a pair's connection ended: a lost socket, a goodbye, or a header that could not be trusted."""
-
-    def __init__(self, cause: str, *, bye: bool = False, error: ProtocolError | None = None) -> None:
-        self.cause, self.bye, self.error = cause, bye, error
-
-
-class _Pair:
-    """One generation of the connection to one peer: its group, mailbox, send queue and threads."""
-
-    def __init__(self, peer: str, rank: int, generation: int, pg: ProcessGroupGloo) -> None:
-        self.peer = peer
-        self.peer_rank = 1 - rank
-        self.generation = generation
-        self.pg = pg
-        self.mailbox: queue.Queue = queue.Queue()
-        self.sends: queue.Queue = queue.Queue()  # (work, tensor, what) for the completer; None ends it
-        self.unfinished = 0
-        self.done = threading.Condition()  # notified whenever a send completes or the connection is lost
-        self.lock = threading.Lock()  # keeps one message's header and payload together, and the goodbye once
-        self.lost: _Lost | None = None
-        self.retired = False
-        self.said_bye = False
-        self.threads: list[threading.Thread] = []
-
-    def post(self, tensors: list[torch.Tensor], what: str) -> None:
-        """Posts one message (header, then payload) for the completer; call with ``lock`` held."""
-        for tag, tensor in zip((_TAG_HEADER, _TAG_PAYLOAD), tensors):
-            work = self.pg.send([tensor], self.peer_rank, tag)
-            with self.done:
-                self.unfinished += 1
-            self.sends.put((work, tensor, what))
-
-    def say_bye(self, me: str, names: NameTable, reason: str) -> None:
-        """Posts this end's goodbye, once (a goodbye answers a goodbye, so both ends' threads return)."""
-        text = reason.encode()[:MAX_REASON_BYTES]
-        with self.lock:
-            if self.said_bye:
-                return
-            self.said_bye = True
-            bye = encode(bye_header(me, self.peer, len(text)), names)
-            self.post([bye, torch.tensor(list(text), dtype=torch.uint8)] if text else [bye], "goodbye")
-
-    def wait_sent(self, deadline: float) -> bool:
-        """Whether every posted send completed (or the connection ended) before ``deadline``."""
-        with self.done:
-            return self.done.wait_for(lambda: self.unfinished == 0 or self.lost is not None,
-                                      max(deadline - time.monotonic(), 0.0))
-
-    def fail(self, lost: _Lost) -> None:
-        if self.lost is None:
-            self.lost = lost
-        self.mailbox.put(lost)
-        with self.done:
-            self.done.notify_all()
-
-
-def _receive_loop(pair: _Pair, me: str, names: NameTable, max_bytes: int) -> None:
-    """Receiver thread body: header, then payload, into the mailbox, until a goodbye or a lost socket.
-
-    A goodbye is answered with one (unless this end said it first), so that both ends' receiver threads
-    return instead of staying blocked inside gloo: a daemon thread that wakes up while the interpreter
-    exits aborts the process.
-    """
-    pg, peer = pair.pg, pair.peer
-    while True:
-        raw = torch.empty(HEADER_LEN, dtype=torch.int64)
-        try:
-            pg.recv([raw], pair.peer_rank, _TAG_HEADER).wait(_FOREVER)
-            header = decode(raw, names, peer=peer, max_bytes=max_bytes, expect_src=peer, expect_dst=me)
-        except ProtocolError as exc:
-            # The payload size is unknown now, so the payload stream cannot be resynchronised: the pair is
-            # done. Tell the peer why, then read headers only (their own tag) until its goodbye comes back.
-            pair.fail(_Lost(exc.message, error=exc))
-            try:
-                pair.say_bye(me, names, f"party '{me}' refused a message: {exc.message}")
-                _drain_headers(pair, names)
-            except Exception:  # noqa: BLE001, S110 - the peer left already
-                pass
-            return
-        except Exception as exc:  # noqa: BLE001 - gloo raises RuntimeError for a closed or reset socket
-            pair.fail(_Lost(_first_line(exc)))
-            return
-        buf = torch.empty(header.nbytes, dtype=torch.uint8)
-        if header.nbytes:
-            try:
-                pg.recv([buf], pair.peer_rank, _TAG_PAYLOAD).wait(_FOREVER)
-            except Exception as exc:  # noqa: BLE001
-                pair.fail(_Lost(_first_line(exc)))
-                return
-        if header.op == BYE:
-            pair.fail(_Lost(bytes(buf.tolist()).decode("utf-8", "replace") or "closed", bye=True))
-            try:
-                pair.say_bye(me, names, "")  # no payload: the peer may be reading headers only
-            except Exception:  # noqa: BLE001, S110 - the peer left already
-                pass
-            return
-        if not pair.retired:
-            pair.mailbox.put(header.message(_from_bytes(buf, header)))
-
-
-def _drain_headers(pair: _Pair, names: NameTable) -> None:
-    while True:
-        raw = torch.empty(HEADER_LEN, dtype=torch.int64)
-        pair.pg.recv([raw], pair.peer_rank, _TAG_HEADER).wait(_FOREVER)
-        try:
-            if decode(raw, names, peer=pair.peer).op == BYE:
-                return
-        except ProtocolError:
-            continue
-
-
-def _complete_loop(pair: _Pair, timeout: datetime.timedelta) -> None:
-    """Completer thread body: waits for each posted send in order; a failure ends the connection."""
-    while True:
-        item = pair.sends.get()
-        if item is None:
-            return
-        work, _, what = item
-        try:
-            work.wait(timeout)  # a gloo timeout closes the pair: a send stuck this long means a dead link
-        except Exception as exc:  # noqa: BLE001
-            pair.fail(_Lost(f"{what} could not be delivered: {_first_line(exc)}"))
-        finally:
-            item = work = None  # drop the tensor now, not when the next send arrives
-            with pair.done:
-                pair.unfinished -= 1
-                pair.done.notify_all()
-
-
-def _to_bytes(tensor: torch.Tensor, copy: bool) -> torch.Tensor:
-    # By default a copy: the send completes later, and the sender must be free to modify its tensor meanwhile.
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    if not flat.numel():
-        return torch.empty(0, dtype=torch.uint8)
-    return flat.view(torch.uint8).clone() if copy else flat.view(torch.uint8)
-
-
-def _from_bytes(buf: torch.Tensor, header: Header) -> torch.Tensor:
-    if header.dtype is torch.bool:
-        return buf.ne(0).reshape(header.shape)  # any non-zero byte is True; no invalid bool values
-    return buf.view(header.dtype).reshape(header.shape)
 
 
 class GlooTransport(NetworkTransport):
@@ -275,8 +101,8 @@ class GlooTransport(NetworkTransport):
         self.copy_on_send = copy_on_send
         self.local_addr = local_addr or ("127.0.0.1" if host in _LOOPBACK else None)
         self._token = f"{os.getpid()}-{uuid.uuid4().hex}"  # this process's life, as opposed to a restart's
-        self._pairs: dict[str, _Pair] = {}
-        self._retired: list[_Pair] = []  # kept so that their groups are destroyed here, not in their threads
+        self._pairs: dict[str, Pair] = {}
+        self._retired: list[Pair] = []  # kept so that their groups are destroyed here, not in their threads
         self._established: dict[str, int] = {}  # last generation that connected, per peer
         self._lock = threading.Lock()
         self._closed: str | None = None
@@ -293,14 +119,14 @@ class GlooTransport(NetworkTransport):
     def _open_store(self, port: int) -> tuple[TCPStore, str]:
         """The store (hosted here, or a client of the host's) and the id of the host's store instance."""
         try:
-            store = TCPStore(self.host, port, None, self.is_host, _td(self.timeout), wait_for_workers=False)
+            store = TCPStore(self.host, port, None, self.is_host, td(self.timeout), wait_for_workers=False)
         except Exception as exc:  # c10d raises RuntimeError/DistNetworkError/TimeoutError
             if self.is_host:
                 raise TransportError(f"party '{self.party}' could not host the rendezvous store on "
-                                     f"{self.host}:{port}: {_first_line(exc)}",
+                                     f"{self.host}:{port}: {first_line(exc)}",
                                      hint="choose a free port, or stop the process that holds it") from exc
             raise TransportError(f"party '{self.party}' could not reach the rendezvous store at {self.host}:{port}"
-                                 f" within {self.timeout:.0f} s: {_first_line(exc)}",
+                                 f" within {self.timeout:.0f} s: {first_line(exc)}",
                                  hint="start the server first (it hosts the store), and check that this "
                                       "address and port are reachable from this site") from exc
         key = f"{self._base}/store_id"
@@ -310,7 +136,7 @@ class GlooTransport(NetworkTransport):
             return store, store.get(key).decode()
         except Exception as exc:
             raise TransportError(f"party '{self.party}' reached the store at {self.host}:{port} but run "
-                                 f"'{self.run_id}' is not hosted there: {_first_line(exc)}",
+                                 f"'{self.run_id}' is not hosted there: {first_line(exc)}",
                                  hint="use the run id the server was started with") from exc
 
     def _ensure_store(self) -> None:
@@ -319,7 +145,7 @@ class GlooTransport(NetworkTransport):
             current = self._store.get(f"{self._base}/store_id").decode()
         except Exception as exc:  # the host's store went away
             if self.is_host:
-                raise TransportError(f"party '{self.party}' lost its own rendezvous store: {_first_line(exc)}") from exc
+                raise TransportError(f"party '{self.party}' lost its own rendezvous store: {first_line(exc)}") from exc
             self._store, current = self._open_store(self.port)
         if current != self._store_id:
             self._store_id = current
@@ -339,18 +165,18 @@ class GlooTransport(NetworkTransport):
             got = int(store.compare_set(counter, str(got), str(got + 1)))
         return got
 
-    def _connect_pair(self, peer: str, established: int | None, timeout: float) -> _Pair:
+    def _connect_pair(self, peer: str, established: int | None, timeout: float) -> Pair:
         a, b = sorted((self.party, peer))
         pair_key = f"{self._base}/{a}|{b}"
         rank = 0 if self.party == a else 1
         # Its own store connection: a client blocks in wait() while holding its connection, and the pairs
         # rendezvous in parallel.
         store = self._store.clone()
-        store.set_timeout(_td(timeout))
+        store.set_timeout(td(timeout))
         generation = self._choose_generation(store, pair_key, established)
         store.set(f"{pair_key}/gen{generation}/joined/{self.party}", self._token)
         opts = ProcessGroupGloo._Options()
-        opts._timeout = _td(timeout)
+        opts._timeout = td(timeout)
         if self.local_addr:
             device = ProcessGroupGloo.create_device(hostname=self.local_addr)
         elif os.environ.get("GLOO_SOCKET_IFNAME"):  # create_default_device() does not read it
@@ -363,14 +189,14 @@ class GlooTransport(NetworkTransport):
         except Exception as exc:
             raise TransportError(
                 f"party '{self.party}' could not connect to '{peer}' (generation {generation}) within "
-                f"{timeout:.0f} s: {_first_line(exc)}",
+                f"{timeout:.0f} s: {first_line(exc)}",
                 hint=f"start party '{peer}' with run id '{self.run_id}' and rendezvous {self.host}:{self.port}; "
                      f"check that the two can reach each other") from exc
-        pair = _Pair(peer, rank, generation, pg)
+        pair = Pair(peer, rank, generation, pg)
         pair.threads = [
-            threading.Thread(target=_receive_loop, args=(pair, self.party, self.names, self.max_bytes),
+            threading.Thread(target=receive_loop, args=(pair, self.party, self.names, self.max_bytes),
                              name=f"medsplit-gloo-{self.party}<-{peer}", daemon=True),
-            threading.Thread(target=_complete_loop, args=(pair, _td(self.timeout)),
+            threading.Thread(target=complete_loop, args=(pair, td(self.timeout)),
                              name=f"medsplit-gloo-{self.party}->{peer}", daemon=True)]
         for t in pair.threads:
             t.start()
@@ -408,7 +234,7 @@ class GlooTransport(NetworkTransport):
         for p in missing:
             errors[p] = TransportError(f"party '{self.party}' timed out connecting to '{p}'")
         if errors:
-            detail = "; ".join(f"'{p}': {getattr(e, 'message', None) or _first_line(e)}" for p, e in errors.items())
+            detail = "; ".join(f"'{p}': {getattr(e, 'message', None) or first_line(e)}" for p, e in errors.items())
             raise TransportError(f"party '{self.party}' could not connect to {sorted(errors)}: {detail}",
                                  hint="start every listed party with the same run id and rendezvous address")
 
@@ -457,7 +283,7 @@ class GlooTransport(NetworkTransport):
         pair = self._pair(msg.dst, f"send {msg.describe()}")
         what = msg.describe()
         header = encode(Header.of(msg), self.names)
-        payload = _to_bytes(msg.tensor, self.copy_on_send)
+        payload = to_bytes(msg.tensor, self.copy_on_send)
         with pair.done:  # bounds the memory held by sends the peer has not taken yet
             if not pair.done.wait_for(lambda: pair.unfinished < _MAX_PENDING or pair.lost is not None,
                                       self.timeout):
@@ -469,7 +295,7 @@ class GlooTransport(NetworkTransport):
             try:
                 pair.post([header, payload] if payload.numel() else [header], what)
             except Exception as exc:  # gloo refuses to post on a closed pair
-                pair.fail(_Lost(_first_line(exc)))
+                pair.fail(Lost(first_line(exc)))
                 raise self._lost_error(pair, f"sending {what}") from exc
 
     def recv(self, src: str, dst: str, *, timeout: float, awaiting: str) -> Message:
@@ -480,7 +306,7 @@ class GlooTransport(NetworkTransport):
         item = wait_on_mailbox(pair.mailbox, timeout=timeout, closed=lambda: self._closed, src=src, dst=dst,
                                awaiting=awaiting, via=f" from '{src}' over gloo (generation {pair.generation})",
                                poll=_POLL)
-        if isinstance(item, _Lost):
+        if isinstance(item, Lost):
             pair.mailbox.put(item)  # every later recv on this connection fails the same way
             raise self._lost_error(pair, f"waiting for {awaiting}")
         return item
@@ -519,7 +345,7 @@ class GlooTransport(NetworkTransport):
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _retire(self, pair: _Pair, reason: str) -> None:
+    def _retire(self, pair: Pair, reason: str) -> None:
         self._retired = [p for p in self._retired if any(t.is_alive() for t in p.threads)]
         pair.retired = True
         if pair.lost is None:
@@ -529,7 +355,7 @@ class GlooTransport(NetworkTransport):
             except Exception:  # noqa: BLE001, S110 - the peer is gone already; nothing to say goodbye to
                 pass
         pair.sends.put(None)
-        pair.fail(_Lost(f"connection retired ({reason})"))
+        pair.fail(Lost(f"connection retired ({reason})"))
         if any(t.is_alive() for t in pair.threads):
             self._retired.append(pair)
         # else: its group is destroyed with the last reference, here, which closes its sockets at once, so a
@@ -544,7 +370,7 @@ class GlooTransport(NetworkTransport):
             raise TransportError(f"party '{self.party}' has no connection to '{peer}': it is not one of its "
                                  f"peers {list(self.peers)}", hint="the topology does not connect these parties")
 
-    def _pair(self, peer: str, doing: str) -> _Pair:
+    def _pair(self, peer: str, doing: str) -> Pair:
         self._check_peer(peer)
         pair = self._pairs.get(peer)
         if pair is None:
@@ -552,9 +378,8 @@ class GlooTransport(NetworkTransport):
                                  hint="call connect() (or reconnect(peer) after a failure) first")
         return pair
 
-    def _lost_error(self, pair: _Pair, doing: str) -> MedsplitError:
-        lost = pair.lost
-        assert lost is not None
+    def _lost_error(self, pair: Pair, doing: str) -> MedsplitError:
+        lost = pair.lost or Lost("connection lost")
         if lost.error is not None:
             return ProtocolError(f"{lost.error.message} (party '{self.party}' was {doing})", hint=lost.error.hint)
         if lost.bye:

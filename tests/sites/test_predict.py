@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -50,3 +51,37 @@ def test_predict_from_a_multi_process_run(tmp_path):
     run_processes(exp_path, transport="gloo", run_dir=tmp_path / "run")
     assert main(["predict", str(exp_path), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "p")]) == 0
     assert len(list(csv.DictReader(open(tmp_path / "p" / "site_1" / "predictions-diagnosis.csv")))) == 48
+
+
+def _read(path):
+    return {r["row_id"]: r for r in csv.DictReader(open(path))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,topology", [("vanilla", {}), ("vertical", {"ushaped": True}), ("horizontal", {})])
+def test_predict_over_gloo_equals_in_process(tmp_path, preset, topology):
+    """Each party loads its own checkpoint where it lives; only cut tensors and each site's own predictions cross,
+    and the predictions are the ones the same model gives in one process."""
+    from sites.launch import run_processes
+
+    exp_path = demo_experiment(preset, sites=2, patients=40, seed=3, root=tmp_path / "data", topology=topology,
+                               training={"epochs": 1, "batch_size": 8, "timeout": 60})
+    run_processes(exp_path, transport="gloo", run_dir=tmp_path / "run")
+    assert main(["predict", str(exp_path), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "local")]) == 0
+    assert main(["predict", str(exp_path), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "nodes"),
+                 "--transport", "gloo"]) == 0
+    local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.csv"))
+    nodes = sorted(p.relative_to(tmp_path / "nodes") for p in (tmp_path / "nodes").rglob("*.csv"))
+    exp = load_experiment(exp_path)
+    owners = {s.name for s in exp.sites if s.labels}
+    assert local == nodes and {p.parts[0] for p in local} == owners  # written only where the labels live
+    for rel in local:
+        a, b = _read(tmp_path / "local" / rel), _read(tmp_path / "nodes" / rel)
+        assert a.keys() == b.keys() and len(a) > 0
+        for rid in a:
+            assert float(b[rid]["diagnosis"]) == pytest.approx(float(a[rid]["diagnosis"]), abs=1e-6)
+    # What left each site while predicting: cut activations (and row fingerprints), never labels.
+    for site in exp.sites:
+        rows = [json.loads(line) for line in (tmp_path / "run" / "sites" / site.party / "audit.jsonl").open()]
+        sent = {r["kind"] for r in rows if r["phase"] == "predict"}
+        assert "activation" in sent and sent <= {"activation", "fingerprint"}, sent
