@@ -60,8 +60,7 @@ def run_argv(experiment: str | Path, transport: str, run_dir: str | Path) -> lis
 def synth_layout(preset: str, sites: int) -> tuple[str, int]:
     """The `medsplit synth` layout and site count whose cohort fits a preset (from the preset registry)."""
     spec = preset_spec(preset)
-    n = max(spec.min_sites, sites) if spec.max_sites is None else spec.min_sites
-    return spec.layout, len(spec.site_parties(n))
+    return spec.layout, len(spec.site_parties(spec.cohort_sites(max(sites, spec.min_sites))))
 
 
 def prepare_synthetic(experiment: Mapping[str, Any], run_dir: str | Path, *, patients: int, seed: int,

@@ -10,7 +10,7 @@ trainer) -> ``align`` (vertical sites' common patients) and ``runtime`` (parties
 from .data import BatchSource, SiteData, TensorTable
 from .engine import EpochRecord, SplitTrainer
 from .errors import (AuthenticationError, ConfigError, DataError, MedsplitError, PeerTimeout, PrivacyError,
-                     ProtocolError, TopologyError, TransportError)
+                     ProtocolError, RunError, TopologyError, TransportError)
 from .plan import Plan, compile_topology
 from .synthetic import preset_data
 from .topology import (PRESETS, CutDefense, NoPeek, Party, PresetConfig, Segment, Task, Topology, build_preset,
@@ -25,7 +25,7 @@ __all__ = [
     "CutDefense", "NoPeek", "distance_correlation",
     "EpochRecord", "SplitTrainer",
     "AuthenticationError", "ConfigError", "DataError", "MedsplitError", "PeerTimeout", "PrivacyError",
-    "ProtocolError", "TopologyError", "TransportError",
+    "ProtocolError", "RunError", "TopologyError", "TransportError",
     "Meter", "TransferRecord",
     "Plan", "compile_topology",
     "PRESETS", "PresetConfig", "build_preset", "preset_data",

@@ -8,7 +8,8 @@
     │   └── PrivacyError          a party tried to send what the topology does not declare
     ├── TransportError            a message could not be delivered
     │   └── PeerTimeout           a wait ran out; names the peer and what was awaited
-    └── AuthenticationError       a node could not prove it is a party the experiment lists
+    ├── AuthenticationError       a node could not prove it is a party the experiment lists
+    └── RunError                  a run could not complete (a party failed for good, retries ran out)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "TransportError",
     "PeerTimeout",
     "AuthenticationError",
+    "RunError",
 ]
 
 
@@ -65,3 +67,7 @@ class PeerTimeout(TransportError):
 
 class AuthenticationError(MedsplitError):
     """A node could not prove it is a party the experiment lists; it was refused before any tensor moved."""
+
+
+class RunError(MedsplitError):
+    """A run could not complete: a party exited with an error, or it failed again after every retry."""

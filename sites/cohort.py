@@ -80,7 +80,7 @@ def demo_experiment(preset: str, *, sites: int, patients: int, seed: int, root: 
                     topology: Mapping | None = None, training: Mapping | None = None) -> Path:
     """Synthesize (or reuse) a cohort for ``preset`` under ``root`` and write an experiment YAML for it."""
     spec = preset_spec(preset)
-    parties = spec.site_parties(sites)
+    parties = spec.site_parties(spec.cohort_sites(sites))
     out = Path(root) / f"{spec.layout}-{len(parties)}x{patients}-seed{seed}"
     if not (out / "experiment.yaml").exists():  # same arguments, same bytes: reuse is safe
         synth_cohort(out, sites=len(parties), patients=patients, seed=seed, layout=spec.layout)

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from data_adapters.config import load_site_config
 from medsplit.config import load_experiment
-from medsplit.errors import ConfigError, MedsplitError
+from medsplit.errors import ConfigError, RunError
 from medsplit.plan import compile_topology
 from medsplit.runtime import host_party
 
@@ -105,7 +105,7 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
         _follow(procs, host, logs / f"{host}.log", out, timeout)
         for party, proc in procs.items():
             if proc.wait(timeout=60) != 0:
-                raise MedsplitError(f"party '{party}' exited with code {proc.returncode}:\n"
+                raise RunError(f"party '{party}' exited with code {proc.returncode}:\n"
                                     + _tail(logs / f"{party}.log"))
     finally:
         for proc in procs.values():
@@ -141,10 +141,11 @@ def _follow(procs: dict[str, subprocess.Popen], host: str, log: Path, out: TextI
             return
         failed = [p for p, proc in procs.items() if proc.poll() not in (None, 0)]
         if failed:
-            raise MedsplitError(f"party '{failed[0]}' failed (exit code {procs[failed[0]].returncode}):\n"
+            raise RunError(f"party '{failed[0]}' failed (exit code {procs[failed[0]].returncode}):\n"
                                 + _tail(log.parent / f"{failed[0]}.log"))
         if time.monotonic() > deadline:
-            raise MedsplitError(f"the run did not finish within {timeout:.0f} s")
+            raise RunError(f"the run did not finish within {timeout:.0f} s",
+                           hint="see the parties' logs; raise the limit if the run is just long")
         time.sleep(0.2)
 
 

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from medsplit.config import Experiment
 from medsplit.engine import SplitTrainer
-from medsplit.errors import MedsplitError
+from medsplit.errors import DataError
 from medsplit.runtime.checkpoint import checkpoint_steps
 from medsplit.runtime.resume import PartyCheckpoints
 from medsplit.runtime.session import write_predictions
@@ -28,7 +28,7 @@ def checkpoint_owner_dir(run_dir: Path, party: str) -> Path:
     for candidate in (run_dir, run_dir / "sites" / party, run_dir / party):
         if checkpoint_steps(candidate / "checkpoints" / party):
             return candidate
-    raise MedsplitError(f"no checkpoint of party '{party}' under {run_dir}",
+    raise DataError(f"no checkpoint of party '{party}' under {run_dir}",
                         hint="train first (medsplit run ... --run-dir DIR), then predict with the same DIR")
 
 
@@ -52,7 +52,7 @@ def predict_in_process(exp: Experiment, run_dir: str | Path, out_dir: str | Path
         steps[party] = ckpts.steps()[-1]
         runner.load_state(ckpts.load(steps[party])[0])
     if len(set(steps.values())) > 1:
-        raise MedsplitError(f"the parties' latest checkpoints are from different steps: {steps}",
+        raise DataError(f"the parties' latest checkpoints are from different steps: {steps}",
                             hint="predict from a run that finished (every party saves at the end)")
     written = {}
     for party, predictions in trainer.predict_by_party().items():

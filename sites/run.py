@@ -11,7 +11,7 @@ import torch
 
 from medsplit.config import Experiment
 from medsplit.engine import EpochRecord, SplitTrainer, format_epoch
-from medsplit.errors import DataError, MedsplitError
+from medsplit.errors import ConfigError, DataError
 from medsplit.runstore import RunStore
 from medsplit.runtime.resume import PartyCheckpoints
 from medsplit.wire import Meter
@@ -102,7 +102,7 @@ def open_experiment(exp: Experiment, meter: Meter | None = None) -> tuple[Cohort
     """Every site of ``exp`` opened from its YAML on this machine, its shapes checked against the experiment."""
     missing = [s.name for s in exp.sites if s.config is None]
     if missing:
-        raise MedsplitError(f"experiment '{exp.name}': sites {missing} have no 'config:' (their site YAML)",
+        raise ConfigError(f"experiment '{exp.name}': sites {missing} have no 'config:' (their site YAML)",
                             hint="running every party on this machine needs each site's YAML and data")
     topology = exp.build_topology()
     cohort = open_sites({s.party: s.config for s in exp.sites if s.config is not None}, topology, meter=meter,

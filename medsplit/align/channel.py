@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from ..errors import ConfigError, MedsplitError
+from ..errors import ConfigError, ProtocolError
 from ..threads import run_in_threads
 from ..transport.base import Transport
 from ..topology.model import Topology
@@ -77,6 +77,6 @@ def align_in_process(row_ids: Mapping[str, Sequence[str]], leader: str, transpor
                    on_error=lambda site, exc: transport.close(f"alignment failed at '{site}': {exc}"),
                    timeout=timeout + 30)
     if len({len(v) for v in results.values()}) != 1:
-        raise MedsplitError(f"alignment disagreed on the number of common patients: "
+        raise ProtocolError(f"alignment disagreed on the number of common patients: "
                             f"{ {s: len(v) for s, v in results.items()} }")
     return results

@@ -66,7 +66,7 @@ class _StepState:
 
     batch: Batch = field(default_factory=dict)
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
-    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    raw: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     leaves: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     received: dict[str, torch.Tensor] = field(default_factory=dict)
     out_grads: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -74,6 +74,10 @@ class _StepState:
     losses: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
     rows: int | None = None
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def flat_state(module: nn.Module) -> torch.Tensor:
@@ -105,6 +109,7 @@ class PartyRunner:
         self.optimizer = optimizer(params) if params else None
         self.replicas = {i: next((s for s in g if s in self.segments), None)
                          for i, g in enumerate(plan.topology.replicas)}
+        self._cut_sources = {e.src for e in plan.edges.values()}
         self._state: dict[int, _StepState] = {}
         self._weights_in: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
         self._averaged: dict[int, torch.Tensor] = {}
@@ -172,7 +177,8 @@ class PartyRunner:
         st = self._state[step]
         seg = self.segments[op.target]
         train = phase == "train"
-        xs, raw = [], []
+        xs: list[torch.Tensor] = []
+        raw: list[torch.Tensor] = []  # the raw input this segment's output depends on, at this party
         for key in seg.data_inputs:
             if key not in st.batch:
                 raise DataError(f"party '{self.name}' has no data '{key}' for segment '{seg.name}' at step {step}")
@@ -184,6 +190,7 @@ class PartyRunner:
                 x = st.received.pop(edge)
             elif src in st.outputs:
                 x = st.outputs[src].detach()
+                raw += st.raw.get(src, [])  # a local segment before this one: its raw input is this one's too
             else:
                 continue  # an inactive input of a 'route' merge
             if train:
@@ -194,10 +201,11 @@ class PartyRunner:
         with torch.set_grad_enabled(train):
             out = self.modules[seg.name](merge_inputs(xs, seg.merge))
         st.outputs[seg.name] = out
-        if raw and (seg.defenses or phase == "eval"):  # only NoPeek and the dCor report need the raw input
-            st.raw[seg.name] = torch.cat(raw, dim=1)
-            if phase == "eval" and any(e.src == seg.name for e in self.plan.edges.values()) and out.shape[0] > 1:
-                self.eval_dcor[seg.name].append(float(distance_correlation(st.raw[seg.name], out.detach())))
+        if raw:
+            st.raw[seg.name] = raw
+            # dCor of every cut that leaves a site, on validation data, whether a defense is on or not.
+            if phase == "eval" and seg.name in self._cut_sources and out.shape[0] > 1:
+                self.eval_dcor[seg.name].append(float(distance_correlation(_joined(raw), out.detach())))
 
     def _send(self, op: Op, step: int, phase: str) -> None:
         st = self._state[step]
@@ -305,7 +313,7 @@ class PartyRunner:
             grads.append(grad)
         roots += st.losses.get(seg.name, [])
         for defense in seg.defenses:
-            roots.append(defense.loss(st.raw[seg.name], out))
+            roots.append(defense.loss(_joined(st.raw[seg.name]), out))
         grads += [None] * (len(roots) - len(grads))
         if roots and out.requires_grad:
             torch.autograd.backward(roots, grads)

@@ -123,7 +123,8 @@ def format_epoch(rec: EpochRecord, epochs: int) -> str:
     parts = []
     for task, m in sorted(rec.metrics.items()):
         bits = [f"train_loss {rec.train_loss.get(task, float('nan')):.4f}", f"val_loss {m['val_loss']:.4f}"]
-        bits += [f"{k} {m[k]:.4f}" for k in ("val_auc", "val_acc", "val_mse") if k in m]
+        bits += [f"{k} {m[k]:.4f}" for k in ("val_auc", "val_macro_auc", "val_acc", "val_mse", "val_mae", "val_r2")
+                 if k in m and m[k] is not None]
         parts.append(f"{task}: " + ", ".join(bits))
     dcor = "".join(f"  dCor[{s}] {v:.3f}" for s, v in sorted(rec.dcor.items()))
     return f"epoch {rec.epoch}/{epochs}  " + " | ".join(parts) + dcor + f"  ({rec.seconds:.1f} s)"

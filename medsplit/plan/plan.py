@@ -188,9 +188,10 @@ class Plan:
         """Per-sample shape and dtype of a task's labels."""
         if task.loss == "ce":
             return (), torch.int64
-        if task.loss == "bce":
+        head = self.out_shapes[task.head]
+        if task.loss == "bce" or head == (1,):  # one value per sample travels as a scalar per row
             return (), torch.float32
-        return self.out_shapes[task.head], torch.float32
+        return head, torch.float32
 
     def prediction_shape(self, task: Task) -> tuple[int, ...]:
         """Per-sample shape of a task's predictions: a probability (bce), class probabilities (ce), values (mse)."""

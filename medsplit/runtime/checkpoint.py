@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MedsplitError
+from ..errors import DataError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_steps", "KEEP"]
 
@@ -56,8 +56,8 @@ def load_checkpoint(directory: str | os.PathLike, step: int) -> dict[str, Any]:
     try:
         return torch.load(path, weights_only=True)
     except FileNotFoundError:
-        raise MedsplitError(f"no checkpoint for step {step} in {directory}",
+        raise DataError(f"no checkpoint for step {step} in {directory}",
                             hint=f"available: {checkpoint_steps(directory)}") from None
     except Exception as exc:  # a truncated or foreign file
-        raise MedsplitError(f"checkpoint {path} cannot be loaded safely: {exc}",
+        raise DataError(f"checkpoint {path} cannot be loaded safely: {exc}",
                             hint="delete it; the party resumes from an older one") from exc

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AuthenticationError, MedsplitError
+from ..errors import AuthenticationError, PeerTimeout
 from .auth import Credentials, answer, verify
 from .control import Abort, ControlPlane
 
@@ -66,7 +66,7 @@ def admit(control: ControlPlane, session: int, members: Collection[str], *, dige
         if now > start + optional_after and pending <= set(optional) and set(out.ready) & set(optional):
             break  # the missing sites are down: go on with the others
         if now > deadline:
-            raise MedsplitError(f"parties {sorted(pending)} did not join within {rejoin_timeout:.0f} s",
+            raise PeerTimeout(f"parties {sorted(pending)} did not join within {rejoin_timeout:.0f} s",
                                 hint="start them (medsplit site --config SITE.yaml); the rejoin wait is "
                                      "training.rejoin_timeout in the experiment")
         for p in sorted(pending):

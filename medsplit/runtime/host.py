@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from ..errors import AuthenticationError, MedsplitError, PeerTimeout, ProtocolError, TransportError
+from ..errors import AuthenticationError, DataError, PeerTimeout, ProtocolError, RunError, TransportError
 from ..engine.report import summarize
 from ..runstore import RunStore
 from .handshake import Start, admit
@@ -87,12 +87,12 @@ def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
         changed = previous is not None and previous != set(node.active)
         resume, load = resume_point(node.checkpoints, admission.ready, changed=changed, replicas=optional)
         if mode == "predict" and resume is None:
-            raise MedsplitError(f"no checkpoint that every party has under {node.run_dir} and the sites' run "
+            raise DataError(f"no checkpoint that every party has under {node.run_dir} and the sites' run "
                                 "directories", hint="train first, then predict with the same run directories")
         previous = set(node.active)
         failures = failures + 1 if resume is not None and resume == last_resume else 0
         if failures >= MAX_RETRIES:
-            raise MedsplitError(f"the run failed {failures} times in a row from step {resume}",
+            raise RunError(f"the run failed {failures} times in a row from step {resume}",
                                 hint="see the parties' logs for the error; fix it and restart the server")
         last_resume = resume
         # Every party takes its place in the schedule from the host's checkpoint: one truth for where we are.

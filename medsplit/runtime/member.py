@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import MedsplitError, PeerTimeout, ProtocolError, TransportError
+from ..errors import ConfigError, MedsplitError, PeerTimeout, ProtocolError, TransportError
 from .handshake import join
 from .node import Node
 from .session import predict_session, run_session
@@ -79,7 +79,7 @@ def _next_session(node: Node, last: int, deadline: float) -> dict | None:
             continue
         if info is not None and info["session"] > last:
             if info.get("mode", "train") != node.opts.mode:
-                raise MedsplitError(f"the server runs {info.get('mode')!r} and this party was started for "
+                raise ConfigError(f"the server runs {info.get('mode')!r} and this party was started for "
                                     f"{node.opts.mode!r}", hint="start the server and every party with the same "
                                                                "command (with or without --predict)")
             return info

@@ -2,9 +2,13 @@
 
 from .defenses import CutDefense, NoPeek, distance_correlation
 from .model import DATA, Party, Segment, Task, Topology
-from .presets import KNOBS, PRESETS, PresetConfig, PresetSpec, build_preset, preset_spec
+from .encoders import ENCODERS, EncoderSpec, build_encoder, default_encoder, load_factory, modality_kind
+from .presets import KNOBS, PRESETS, PresetConfig, PresetSpec, build_preset, default_study, preset_spec
+from .study import TASK_KINDS, SiteSpec, StudySpec, TaskSpec
 from .segments import cnn_body, cnn_encoder, conv_block, head, mlp, mlp_encoder, split_sequential
 
 __all__ = ["CutDefense", "NoPeek", "distance_correlation", "DATA", "Party", "Segment", "Task", "Topology", "KNOBS",
-           "PRESETS", "PresetConfig", "PresetSpec", "build_preset", "preset_spec", "cnn_body", "cnn_encoder",
+           "PRESETS", "PresetConfig", "PresetSpec", "build_preset", "default_study", "preset_spec", "ENCODERS", "EncoderSpec",
+           "build_encoder", "default_encoder", "load_factory", "modality_kind", "TASK_KINDS", "SiteSpec", "StudySpec",
+           "TaskSpec", "cnn_body", "cnn_encoder",
            "conv_block", "head", "mlp", "mlp_encoder", "split_sequential"]

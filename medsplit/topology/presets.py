@@ -1,25 +1,32 @@
-"""The paper's configurations as functions that build topologies, and the registry that says what each needs.
+"""The paper's configurations as functions from a study (sites, tasks) to a topology, and their registry.
 
-``PRESETS`` is the one place that says, for every preset, which site parties it has, which data each site
-holds (what a synthetic cohort must look like), which knobs of ``PresetConfig`` it reads and how many sites
-it takes. The experiment loader, the synthetic cohorts, the CLI and the dashboard all derive from it.
+``PRESETS`` is the one place that says, for every preset, how many sites it takes, how its site parties
+are named, which data each site of its synthetic cohort holds, and which knobs of ``PresetConfig`` it reads;
+the experiment loader, the synthetic cohorts, the CLI and the dashboard all derive from it.
+
+Each site's part is built from its own data: a table gets an MLP, an image a CNN (or the encoder the study
+chose), several modalities at one site are encoded apart and fused into one cut. A site that holds a single
+image with the default encoder keeps the paper's feature-map cut where the preset allows it.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
+from torch import nn
 
 from ..errors import ConfigError
 from ..suggest import did_you_mean
 from .defenses import CutDefense, NoPeek
+from .encoders import EncoderSpec, build_encoder, modality_kind
 from .model import Party, Segment, Task, Topology
-from .segments import cnn_body, cnn_encoder, conv_block, head, mlp, mlp_encoder
+from .segments import cnn_body, cnn_encoder, conv_block, head, mlp
+from .study import SiteSpec, StudySpec, TaskSpec
 
-__all__ = ["PresetConfig", "PresetSpec", "PRESETS", "build_preset", "preset_spec", "KNOBS"]
+__all__ = ["PresetConfig", "PresetSpec", "PRESETS", "build_preset", "preset_spec", "default_study", "KNOBS"]
 
 #: the knobs of PresetConfig an experiment's ``topology:`` section may set
 KNOBS = ("ushaped", "merge", "nopeek", "hops", "servers", "cut_features", "hidden", "channels")
@@ -27,7 +34,8 @@ KNOBS = ("ushaped", "merge", "nopeek", "hops", "servers", "cut_features", "hidde
 
 @dataclass
 class PresetConfig:
-    """Knobs shared by the presets. ``image_shape`` is (C, H, W) or (C, D, H, W); ``ehr_features`` F."""
+    """Knobs shared by the presets. ``image_shape`` is (C, H, W) or (C, D, H, W); ``ehr_features`` F (both only
+    shape the default study, when none is given)."""
 
     sites: int = 3
     image_shape: tuple[int, ...] = (1, 32, 32)
@@ -42,173 +50,298 @@ class PresetConfig:
     servers: int = 2
     tasks: tuple[str, ...] = field(default=("diagnosis", "mortality"))
 
-    @property
-    def spatial_dims(self) -> int:
-        return len(self.image_shape) - 1
+
+# --- a site's part -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """What a site's part ends in: its segments, the one whose output is the cut, and whether it is a feature
+    map (C, H, W[, D]) with ``channels`` and ``dims``, or a vector."""
+
+    segments: list[Segment]
+    name: str
+    feature_map: bool = False
+    channels: int = 0
+    dims: int = 2
 
 
 def _defenses(cfg: PresetConfig) -> tuple[CutDefense, ...]:
     return (NoPeek(cfg.nopeek),) if cfg.nopeek > 0 else ()
 
 
-def _image_site(name: str, cfg: PresetConfig, labels: tuple[str, ...] = ("diagnosis",)) -> Party:
-    return Party(name, "site", data={"image": tuple(cfg.image_shape)}, labels=labels)
+def _single_image(site: SiteSpec) -> str | None:
+    """The data key of a site that holds one image and keeps the default encoder, else None."""
+    if len(site.data) != 1:
+        return None
+    key, shape = next(iter(site.data.items()))
+    return key if modality_kind(shape) == "image" and key not in site.encoders else None
 
 
-def _image_encoder(cfg: PresetConfig, out_features: int | None = None) -> torch.nn.Sequential:
-    return cnn_encoder(cfg.image_shape[0], cfg.channels, cfg.spatial_dims, out_features)
+def _site_cut(site: SiteSpec, cfg: PresetConfig, name: str, *, feature_map: bool) -> _Cut:
+    """The segments of a site's part, up to and including the cut (segment ``{party}.{name}``)."""
+    cut = f"{site.party}.{name}"
+    key = _single_image(site)
+    if feature_map and key is not None:  # the paper's image cut: strided convolutions, no pooling
+        shape = site.data[key]
+        module = cnn_encoder(shape[0], cfg.channels, len(shape) - 1)
+        return _Cut([Segment(cut, site.party, module, (f"data:{key}",), defenses=_defenses(cfg))], cut,
+                    feature_map=True, channels=cfg.channels[-1], dims=len(shape) - 1)
+    encoders = {k: build_encoder(_with_channels(site.encoder(k), cfg), shape, cfg.cut_features,
+                                 where=f"site '{site.party}' data '{k}'") for k, shape in site.data.items()}
+    if len(encoders) == 1:
+        (k, module), = encoders.items()
+        return _Cut([Segment(cut, site.party, module, (f"data:{k}",), defenses=_defenses(cfg))], cut)
+    # Several modalities at one site: each its own encoder, fused by a layer at the site into one cut.
+    parts = [Segment(f"{site.party}.{k}_encoder", site.party, m, (f"data:{k}",)) for k, m in encoders.items()]
+    fuse = mlp(cfg.cut_features * len(parts), (), cfg.cut_features, final_activation=True)
+    return _Cut(parts + [Segment(cut, site.party, fuse, tuple(p.name for p in parts), defenses=_defenses(cfg))], cut)
 
 
-def _feature_map_head(cfg: PresetConfig) -> torch.nn.Sequential:
-    """The server side of a feature-map cut: a convolution, pooling and a one-logit head."""
-    return torch.nn.Sequential(cnn_body(cfg.channels[-1], (32,), cfg.spatial_dims, cfg.hidden), head(cfg.hidden))
+def _with_channels(spec: EncoderSpec, cfg: PresetConfig) -> EncoderSpec:
+    """The preset's ``channels`` knob reaches a CNN that the study did not size itself."""
+    if spec.kind == "cnn" and "channels" not in spec.options:
+        return EncoderSpec("cnn", {**spec.options, "channels": list(cfg.channels)})
+    return spec
 
 
-def vanilla(cfg: PresetConfig) -> Topology:
+def _body(cut: _Cut, width: int, cfg: PresetConfig) -> nn.Module:
+    """What continues a cut at the next party: convolutions and pooling for a feature map, a layer for a vector."""
+    if cut.feature_map:
+        return cnn_body(cut.channels, (32,), cut.dims, cfg.hidden)
+    return mlp(width, (), cfg.hidden, final_activation=True)
+
+
+def _head(task: TaskSpec, width: int) -> nn.Module:
+    hidden = tuple(task.head.options.get("hidden", ())) if task.head is not None else ()
+    return head(width, task.out_features, hidden)
+
+
+def _tasks(study: StudySpec, heads: dict[str, str], shared: bool) -> list[Task]:
+    return [Task(t.name, heads[t.name], t.label, loss=t.loss, share_labels=shared) for t in study.tasks]  # type: ignore[arg-type]
+
+
+def _parties(study: StudySpec) -> list[Party]:
+    return [Party(s.party, "site", data=dict(s.data), labels=s.labels) for s in study.sites]
+
+
+def _heads_on(party: str, after: str, study: StudySpec, cfg: PresetConfig, body: nn.Module | None,
+              width: int, base: str) -> tuple[list[Segment], dict[str, str]]:
+    """Task heads on ``party`` after segment ``after``: one segment ``{party}.{base}`` holding the body and the
+    head when there is one task; else ``{party}.body`` (if any) and a ``{party}.{task}_{base}`` per task."""
+    if len(study.tasks) == 1:
+        task = study.tasks[0]
+        module = _head(task, cfg.hidden if body is not None else width)
+        name = f"{party}.{base}"
+        return [Segment(name, party, nn.Sequential(body, module) if body is not None else module, (after,))], \
+            {task.name: name}
+    segments, src, w = [], after, width
+    if body is not None:
+        segments.append(Segment(f"{party}.body", party, body, (after,)))
+        src, w = f"{party}.body", cfg.hidden
+    heads = {t.name: f"{party}.{t.name}_{base}" for t in study.tasks}
+    segments += [Segment(heads[t.name], party, _head(t, w), (src,)) for t in study.tasks]
+    return segments, heads
+
+
+def _one_site(study: StudySpec, preset: str) -> SiteSpec:
+    if len(study.sites) != 1:
+        raise ConfigError(f"preset '{preset}' has one site, but the study lists {len(study.sites)}",
+                          hint="use vertical for sites that hold different data of the same patients, or "
+                               "horizontal/splitfed for sites that hold the same data of different patients")
+    return study.sites[0]
+
+
+# --- the presets ---------------------------------------------------------------------------------------
+
+
+def vanilla(study: StudySpec, cfg: PresetConfig) -> Topology:
     """site encoder -> server; the site sends its labels to the server."""
-    return Topology("vanilla", [_image_site("hospital", cfg), Party("server", "server")], [
-        Segment("hospital.encoder", "hospital", _image_encoder(cfg), ("data:image",), defenses=_defenses(cfg)),
-        Segment("server.head", "server", _feature_map_head(cfg), ("hospital.encoder",)),
-    ], [Task("diagnosis", "server.head", "diagnosis", share_labels=True)])
+    site = _one_site(study, "vanilla")
+    cut = _site_cut(site, cfg, "encoder", feature_map=True)
+    server, heads = _heads_on("server", cut.name, study, cfg, _body(cut, cfg.cut_features, cfg), cfg.cut_features,
+                              "head")
+    return Topology("vanilla", _parties(study) + [Party("server", "server")], cut.segments + server,
+                    _tasks(study, heads, shared=True))
 
 
-def ushaped(cfg: PresetConfig) -> Topology:
+def ushaped(study: StudySpec, cfg: PresetConfig) -> Topology:
     """site head -> server body -> site tail: the loss is computed at the site; labels never leave it."""
-    return Topology("ushaped", [_image_site("hospital", cfg), Party("server", "server")], [
-        Segment("hospital.head", "hospital", _image_encoder(cfg), ("data:image",), defenses=_defenses(cfg)),
-        Segment("server.body", "server", cnn_body(cfg.channels[-1], (32,), cfg.spatial_dims, cfg.hidden),
-                ("hospital.head",)),
-        Segment("hospital.tail", "hospital", head(cfg.hidden), ("server.body",)),
-    ], [Task("diagnosis", "hospital.tail", "diagnosis")])
+    site = _one_site(study, "ushaped")
+    cut = _site_cut(site, cfg, "head", feature_map=True)
+    body = Segment("server.body", "server", _body(cut, cfg.cut_features, cfg), (cut.name,))
+    tails, heads = _heads_on(site.party, "server.body", study, cfg, None, cfg.hidden, "tail")
+    return Topology("ushaped", _parties(study) + [Party("server", "server")], cut.segments + [body] + tails,
+                    _tasks(study, heads, shared=False))
 
 
-def vertical(cfg: PresetConfig) -> Topology:
-    """CT at one site, EHR (and the labels) at another; the server merges their cuts.
+def vertical(study: StudySpec, cfg: PresetConfig) -> Topology:
+    """Sites hold different data of the same patients; the server merges their cuts.
 
-    With ``ushaped`` the server sends its output back to the labels' site, whose tail computes the loss.
+    With ``ushaped`` the server sends its output back to the site that owns each task's labels, whose tail
+    computes the loss there.
     """
     if cfg.merge not in ("concat", "sum", "mean"):
         raise ConfigError(f"vertical merge must be concat, sum or mean, not '{cfg.merge}'")
-    ehr_cut = cfg.cut_features if cfg.merge != "concat" else cfg.cut_features // 2
-    merged = cfg.cut_features + ehr_cut if cfg.merge == "concat" else cfg.cut_features
-    parties = [_image_site("imaging", cfg, labels=()),
-               Party("ehr", "site", data={"ehr": (cfg.ehr_features,)}, labels=("diagnosis",)),
-               Party("server", "server")]
-    segments = [
-        Segment("imaging.encoder", "imaging", _image_encoder(cfg, cfg.cut_features), ("data:image",),
-                defenses=_defenses(cfg)),
-        Segment("ehr.encoder", "ehr", mlp_encoder(cfg.ehr_features, (64,), ehr_cut), ("data:ehr",),
-                defenses=_defenses(cfg)),
-    ]
-    if cfg.ushaped:
-        segments += [Segment("server.trunk", "server", mlp(merged, (), cfg.hidden, final_activation=True),
-                             ("imaging.encoder", "ehr.encoder"), merge=cfg.merge),
-                     Segment("ehr.tail", "ehr", head(cfg.hidden), ("server.trunk",))]
-        tasks = [Task("diagnosis", "ehr.tail", "diagnosis")]
-    else:
-        segments += [Segment("server.head", "server", mlp(merged, (cfg.hidden,), 1),
-                             ("imaging.encoder", "ehr.encoder"), merge=cfg.merge)]
-        tasks = [Task("diagnosis", "server.head", "diagnosis", share_labels=True)]
-    return Topology("vertical", parties, segments, tasks)
+    if len(study.sites) < 2:
+        raise ConfigError(f"preset 'vertical' needs at least 2 sites, got {len(study.sites)}",
+                          hint="list each institution that holds some of the patients' data")
+    cuts = [_site_cut(s, cfg, "encoder", feature_map=False) for s in study.sites]
+    merged = cfg.cut_features * len(cuts) if cfg.merge == "concat" else cfg.cut_features
+    inputs = tuple(c.name for c in cuts)
+    segments = [seg for c in cuts for seg in c.segments]
+    parties = _parties(study) + [Party("server", "server")]
+    if not cfg.ushaped:
+        body = mlp(merged, (), cfg.hidden, final_activation=True)
+        server, heads = _heads_on("server", "", study, cfg, body, merged, "head")
+        server[0] = _with_inputs(server[0], inputs, cfg.merge)
+        return Topology("vertical", parties, segments + server, _tasks(study, heads, shared=True))
+    trunk = Segment("server.trunk", "server", mlp(merged, (), cfg.hidden, final_activation=True), inputs,
+                    merge=cfg.merge)  # type: ignore[arg-type]
+    tails, heads = [], {}
+    for task in study.tasks:
+        owner = _owner(study, task)
+        name = f"{owner}.tail" if len(study.tasks) == 1 else f"{owner}.{task.name}_tail"
+        tails.append(Segment(name, owner, _head(task, cfg.hidden), ("server.trunk",)))
+        heads[task.name] = name
+    return Topology("vertical", parties, segments + [trunk] + tails, _tasks(study, heads, shared=False))
+
+
+def _with_inputs(seg: Segment, inputs: tuple[str, ...], merge: str) -> Segment:
+    return Segment(seg.name, seg.party, seg.module, inputs, merge=merge)  # type: ignore[arg-type]
+
+
+def _owner(study: StudySpec, task: TaskSpec) -> str:
+    owners = study.owners(task.label)
+    if len(owners) != 1:
+        raise ConfigError(f"task '{task.name}': label '{task.label}' is owned by {owners or 'no site'}; in a "
+                          "vertical study exactly one site owns each label",
+                          hint="list the label under the labels of the one site that holds it")
+    return owners[0]
 
 
 def _servers(cfg: PresetConfig) -> list[str]:
     return [f"server_{i + 1}" for i in range(cfg.servers)] if cfg.servers > 1 else ["server"]
 
 
-def multitask(cfg: PresetConfig) -> Topology:
-    """One site's encoder feeds a head per task (diagnosis, mortality), on ``servers`` servers (1 or more)."""
+def multitask(study: StudySpec, cfg: PresetConfig) -> Topology:
+    """One site's encoder feeds a head per task, on ``servers`` servers (round robin)."""
+    site = _one_site(study, "multitask")
+    cut = _site_cut(site, cfg, "encoder", feature_map=False)
     servers = _servers(cfg)
-    parties = [_image_site("hospital", cfg, labels=tuple(cfg.tasks))] + [Party(s, "server") for s in servers]
-    segments = [Segment("hospital.encoder", "hospital", _image_encoder(cfg, cfg.cut_features), ("data:image",),
-                        defenses=_defenses(cfg))]
-    tasks = []
-    for i, task in enumerate(cfg.tasks):
+    segments, heads = list(cut.segments), {}
+    for i, task in enumerate(study.tasks):
         server = servers[i % len(servers)]
-        segments.append(Segment(f"{server}.{task}_head", server, mlp(cfg.cut_features, (cfg.hidden,), 1),
-                                ("hospital.encoder",)))
-        tasks.append(Task(task, f"{server}.{task}_head", task, share_labels=True))
-    return Topology("multitask", parties, segments, tasks)
+        heads[task.name] = f"{server}.{task.name}_head"
+        segments.append(Segment(heads[task.name], server, nn.Sequential(
+            mlp(cfg.cut_features, (), cfg.hidden, final_activation=True), _head(task, cfg.hidden)), (cut.name,)))
+    used = [s for s in servers if any(seg.party == s for seg in segments)]
+    return Topology("multitask", _parties(study) + [Party(s, "server") for s in used], segments,
+                    _tasks(study, heads, shared=True))
 
 
-def _relays(cfg: PresetConfig) -> list[str]:
-    return [f"relay_{i + 1}" for i in range(cfg.hops)]
-
-
-def multihop(cfg: PresetConfig) -> Topology:
+def multihop(study: StudySpec, cfg: PresetConfig) -> Topology:
     """site -> relay_1 -> ... -> server, each party holding one segment; labels go from the site to the server."""
-    hops = _relays(cfg)
-    c = cfg.channels[-1]
-    parties = [_image_site("hospital", cfg)] + [Party(h, "hop") for h in hops] + [Party("server", "server")]
-    segments = [Segment("hospital.encoder", "hospital", _image_encoder(cfg), ("data:image",),
-                        defenses=_defenses(cfg))]
-    prev = "hospital.encoder"
-    for h in hops:
-        segments.append(Segment(f"{h}.conv", h, conv_block(cfg.spatial_dims, c, c, stride=1), (prev,)))
-        prev = f"{h}.conv"
-    segments.append(Segment("server.head", "server", _feature_map_head(cfg), (prev,)))
-    return Topology("multihop", parties, segments, [Task("diagnosis", "server.head", "diagnosis", share_labels=True)])
+    site = _one_site(study, "multihop")
+    cut = _site_cut(site, cfg, "encoder", feature_map=True)
+    relays = [f"relay_{i + 1}" for i in range(cfg.hops)]
+    segments, prev = list(cut.segments), cut.name
+    for r in relays:
+        layer = conv_block(cut.dims, cut.channels, cut.channels, stride=1) if cut.feature_map else \
+            mlp(cfg.cut_features, (), cfg.cut_features, final_activation=True)
+        segments.append(Segment(f"{r}.conv" if cut.feature_map else f"{r}.layer", r, layer, (prev,)))
+        prev = segments[-1].name
+    server, heads = _heads_on("server", prev, study, cfg, _body(cut, cfg.cut_features, cfg), cfg.cut_features,
+                              "head")
+    return Topology("multihop", _parties(study) + [Party(r, "hop") for r in relays] + [Party("server", "server")],
+                    segments + server, _tasks(study, heads, shared=True))
 
 
-def _hospitals(n: int) -> list[str]:
-    return [f"hospital_{i + 1}" for i in range(n)]
-
-
-def _many_sites(cfg: PresetConfig, name: str, schedule: str) -> Topology:
-    if cfg.sites < 2:
-        raise ConfigError(f"preset '{name}' needs at least 2 sites, got {cfg.sites}")
-    sites = _hospitals(cfg.sites)
+def _many_sites(study: StudySpec, cfg: PresetConfig, name: str, schedule: str) -> Topology:
+    if len(study.sites) < 2:
+        raise ConfigError(f"preset '{name}' needs at least 2 sites, got {len(study.sites)}",
+                          hint=f"list two or more hospitals; with one, use vanilla or ushaped")
+    first = study.sites[0]
+    for other in study.sites[1:]:
+        if dict(other.data) != dict(first.data) or dict(other.encoders) != dict(first.encoders):
+            raise ConfigError(
+                f"preset '{name}' trains one client model for every site, so every site must hold the same data "
+                f"with the same encoders: '{other.party}' holds {dict(other.data)}, '{first.party}' holds "
+                f"{dict(first.data)}", hint="give every site the same columns and image sizes (the same data "
+                                            "keys and shapes), or use vertical for sites that hold different data")
     # One client model, copied: replicas start from the same weights (averaging unrelated networks is noise).
-    client = _image_encoder(cfg)
-    encoders = [Segment(f"{s}.encoder", s, copy.deepcopy(client), ("data:image",), defenses=_defenses(cfg))
-                for s in sites]
-    server = Segment("server.head", "server", _feature_map_head(cfg), tuple(e.name for e in encoders),
-                     merge="route")
-    return Topology(name, [_image_site(s, cfg) for s in sites] + [Party("server", "server")],
-                    encoders + [server], [Task("diagnosis", "server.head", "diagnosis", share_labels=True)],
-                    schedule=schedule, replicas=[tuple(e.name for e in encoders)],
+    client = _site_cut(first, cfg, "encoder", feature_map=True)
+    segments, cut_names = [], []
+    for site in study.sites:
+        for seg in client.segments:
+            renamed = seg.name.replace(f"{first.party}.", f"{site.party}.", 1)
+            inputs = tuple(i.replace(f"{first.party}.", f"{site.party}.", 1) for i in seg.inputs)
+            segments.append(Segment(renamed, site.party, copy.deepcopy(seg.module), inputs, merge=seg.merge,
+                                    defenses=seg.defenses))
+        cut_names.append(client.name.replace(f"{first.party}.", f"{site.party}.", 1))
+    server, heads = _heads_on("server", "", study, cfg, _body(client, cfg.cut_features, cfg), cfg.cut_features,
+                              "head")
+    server[0] = _with_inputs(server[0], tuple(cut_names), "route")
+    groups = [tuple(s.name.replace(f"{first.party}.", f"{site.party}.", 1) for site in study.sites)
+              for s in client.segments]
+    return Topology(name, _parties(study) + [Party("server", "server")], segments + server,
+                    _tasks(study, heads, shared=True), schedule=schedule, replicas=groups,  # type: ignore[arg-type]
                     aggregator="server" if schedule == "parallel" else None)
 
 
-def horizontal(cfg: PresetConfig) -> Topology:
-    """Sites with the same modality and different patients train one client segment in turn (Gupta & Raskar)."""
-    return _many_sites(cfg, "horizontal", "turns")
+def horizontal(study: StudySpec, cfg: PresetConfig) -> Topology:
+    """Sites with the same data and different patients train one client segment in turn (Gupta & Raskar)."""
+    return _many_sites(study, cfg, "horizontal", "turns")
 
 
-def splitfed(cfg: PresetConfig) -> Topology:
+def splitfed(study: StudySpec, cfg: PresetConfig) -> Topology:
     """Sites train copies of the client segment in parallel; the copies are averaged each round (Thapa et al.)."""
-    return _many_sites(cfg, "splitfed", "parallel")
+    return _many_sites(study, cfg, "splitfed", "parallel")
+
+
+# --- the registry ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PresetSpec:
     """What a preset is: its builder, and what a study needs to run it.
 
-    ``site_parties(n)`` names the site parties for ``n`` sites; ``site_data(n)`` says what each holds, as
-    {party: (data keys, label keys)}; ``layout`` is how a synthetic cohort for it is laid out ("vertical":
-    different data of the same patients; "horizontal": the same data of different patients); ``knobs`` are
-    the ``PresetConfig`` fields it reads.
+    ``site_parties(n)`` names the site parties for ``n`` sites; ``site_data(n)`` says what each holds in the
+    preset's synthetic cohort, as {party: (data keys, label keys)}; ``layout`` is how that cohort is laid out
+    ("vertical": different data of the same patients; "horizontal": the same data of different patients);
+    ``knobs`` are the ``PresetConfig`` fields it reads.
     """
 
     name: str
-    build: Callable[[PresetConfig], Topology]
+    build: Callable[[StudySpec, PresetConfig], Topology]
     summary: str
     site_parties: Callable[[int], list[str]]
     site_data: Callable[[int], dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]
     layout: str
     min_sites: int = 1
     max_sites: int | None = 1
-    knobs: tuple[str, ...] = ("nopeek", "channels", "hidden")
+    knobs: tuple[str, ...] = ("nopeek", "cut_features", "hidden", "channels")
+
+    def cohort_sites(self, requested: int) -> int:
+        """Sites of the preset's synthetic cohort: ``requested`` for horizontal and SplitFed (any number of
+        hospitals), the preset's own number for the others."""
+        return requested if self.layout == "horizontal" and self.max_sites is None else self.min_sites
 
     def check_sites(self, n: int) -> None:
         if n < self.min_sites or (self.max_sites is not None and n > self.max_sites):
-            if self.max_sites == self.min_sites:
-                want = f"exactly {self.min_sites} site{'s' if self.min_sites > 1 else ''}"
-            else:
-                want = f"at least {self.min_sites} sites"
+            want = f"exactly {self.min_sites} site" if self.max_sites == self.min_sites else \
+                f"at least {self.min_sites} sites"
             raise ConfigError(f"preset '{self.name}' needs {want}, got {n}",
                               hint="use horizontal or splitfed for several sites with the same data"
                               if self.max_sites == 1 else f"list {want} in the experiment")
+
+
+def _hospitals(n: int) -> list[str]:
+    return [f"hospital_{i + 1}" for i in range(n)]
+
+
+def _vertical_parties(n: int) -> list[str]:
+    return ["imaging", "ehr"] + [f"site_{i + 3}" for i in range(n - 2)]
 
 
 def _one(party: str, data: tuple[str, ...], labels: tuple[str, ...]) -> Callable[[int], dict]:
@@ -220,16 +353,17 @@ PRESETS: dict[str, PresetSpec] = {spec.name: spec for spec in (
                lambda n: ["hospital"], _one("hospital", ("image",), ("diagnosis",)), "horizontal"),
     PresetSpec("ushaped", ushaped, "site head -> server body -> site tail; labels never leave the site",
                lambda n: ["hospital"], _one("hospital", ("image",), ("diagnosis",)), "horizontal"),
-    PresetSpec("vertical", vertical, "CT at one site, EHR and labels at another; the server merges their cuts",
-               lambda n: ["imaging", "ehr"],
-               lambda n: {"imaging": (("image",), ()), "ehr": (("ehr",), ("diagnosis",))}, "vertical",
-               min_sites=2, max_sites=2, knobs=("ushaped", "merge", "nopeek", "cut_features", "hidden", "channels")),
-    PresetSpec("multitask", multitask, "one site's encoder feeds a diagnosis head and a mortality head on servers",
+    PresetSpec("vertical", vertical, "sites hold different data of the same patients; the server merges their cuts",
+               _vertical_parties,
+               lambda n: {"imaging": (("image",), ()), "ehr": (("ehr",), ("diagnosis",)),
+                          **{p: (("image",), ()) for p in _vertical_parties(n)[2:]}}, "vertical",
+               min_sites=2, max_sites=None, knobs=("ushaped", "merge", "nopeek", "cut_features", "hidden", "channels")),
+    PresetSpec("multitask", multitask, "one site's encoder feeds a head per task, on one server or several",
                lambda n: ["hospital"], _one("hospital", ("image",), ("diagnosis", "mortality")), "horizontal",
                knobs=("servers", "nopeek", "cut_features", "hidden", "channels")),
     PresetSpec("multihop", multihop, "site -> relay -> ... -> server, one segment each",
                lambda n: ["hospital"], _one("hospital", ("image",), ("diagnosis",)), "horizontal",
-               knobs=("hops", "nopeek", "hidden", "channels")),
+               knobs=("hops", "nopeek", "cut_features", "hidden", "channels")),
     PresetSpec("horizontal", horizontal,
                "sites with different patients train one client segment in turn, handing weights on",
                _hospitals, lambda n: {p: (("image",), ("diagnosis",)) for p in _hospitals(n)}, "horizontal",
@@ -247,6 +381,24 @@ def preset_spec(name: str) -> PresetSpec:
     return PRESETS[name]
 
 
-def build_preset(name: str, cfg: PresetConfig | None = None) -> Topology:
-    """The topology of preset ``name`` with the knobs of ``cfg`` (its defaults when None)."""
-    return preset_spec(name).build(cfg or PresetConfig())
+def default_study(name: str, cfg: PresetConfig) -> StudySpec:
+    """The study of a preset's synthetic cohort: its sites' data (images of ``image_shape``, EHR tables of
+    ``ehr_features``) and labels, and a binary task per label (``cfg.tasks`` for multitask)."""
+    spec = preset_spec(name)
+    n = spec.cohort_sites(cfg.sites)
+    spec.check_sites(n)
+    shapes = {"image": tuple(cfg.image_shape), "ehr": (cfg.ehr_features,)}
+    layout = spec.site_data(n)
+    sites = tuple(SiteSpec(party, {k: shapes[k] for k in keys},
+                           tuple(cfg.tasks) if name == "multitask" else labels) for party, (keys, labels) in layout.items())
+    labels: Sequence[str] = cfg.tasks if name == "multitask" else ("diagnosis",)
+    return StudySpec(sites, tuple(TaskSpec(label, label) for label in labels))
+
+
+def build_preset(name: str, cfg: PresetConfig | None = None, study: StudySpec | None = None) -> Topology:
+    """The topology of preset ``name`` for ``study`` (the preset's synthetic cohort when None), with ``cfg``'s knobs."""
+    cfg = cfg or PresetConfig()
+    spec = preset_spec(name)
+    study = study or default_study(name, cfg)
+    spec.check_sites(len(study.sites))
+    return spec.build(study, cfg)

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ..errors import MedsplitError
+from ..errors import ConfigError
 from .meter import TransferRecord
 
 __all__ = ["AuditLog", "summarise_audit", "render_audit", "AUDIT_FILE"]
@@ -53,7 +53,7 @@ def summarise_audit(site_dir: str | Path) -> dict:
     path = Path(site_dir)
     path = path / AUDIT_FILE if path.is_dir() else path
     if not path.exists():
-        raise MedsplitError(f"no audit log at {path}",
+        raise ConfigError(f"no audit log at {path}",
                             hint="a site node writes audit.jsonl in its run directory (node.run_dir)")
     rows: dict[tuple[str, str, str], dict] = defaultdict(lambda: {"count": 0, "bytes": 0, "shapes": set(),
                                                                   "dtypes": set()})
