@@ -69,7 +69,7 @@ def default_experiment(preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'", hint=f"one of {', '.join(PRESETS)}")
     spec = PRESETS[preset]
-    layout = spec.site_data(3 if spec.max_sites is None else spec.min_sites)
+    layout = spec.site_data(spec.cohort_sites(3))
     sites = [_site(i, party, "EHR table" if "ehr" in keys else "CT image", list(labels))
              for i, (party, (keys, labels)) in enumerate(layout.items())]
     return {"experiment": f"{preset}-study", "seed": 0,
