@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 from medsplit.errors import ConfigError, MedsplitError
 from medsplit.config.experiment import Experiment, parse_experiment
 from medsplit.plan import Plan, compile_topology
-from medsplit.topology.presets import PRESETS, PresetConfig, build_preset
+from medsplit.topology.presets import PRESETS
 
 __all__ = ["MODALITIES", "LABELS", "Validation", "default_experiment", "site_parties", "validate", "to_yaml",
            "from_yaml", "cli_error", "cut_rows", "label_rows", "label_warnings", "fmt_bytes", "modality_of"]

@@ -3,153 +3,25 @@
 ``PRESETS`` is the one place that says, for every preset, how many sites it takes, how its site parties
 are named, which data each site of its synthetic cohort holds, and which knobs of ``PresetConfig`` it reads;
 the experiment loader, the synthetic cohorts, the CLI and the dashboard all derive from it.
-
-Each site's part is built from its own data: a table gets an MLP, an image a CNN (or the encoder the study
-chose), several modalities at one site are encoded apart and fused into one cut. A site that holds a single
-image with the default encoder keeps the paper's feature-map cut where the preset allows it.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..suggest import did_you_mean
-from .defenses import CutDefense, NoPeek
-from .encoders import EncoderSpec, build_encoder, modality_kind
-from .model import Party, Segment, Task, Topology
-from .segments import cnn_body, cnn_encoder, conv_block, head, mlp
+from .model import Party, Segment, Topology
+from .parts import (KNOBS, PresetConfig, body_after, heads_on, one_site, owner_of, parties_of, site_cut, task_head,
+                    tasks_of, with_inputs)
+from .segments import conv_block, mlp
 from .study import SiteSpec, StudySpec, TaskSpec
 
 __all__ = ["PresetConfig", "PresetSpec", "PRESETS", "build_preset", "preset_spec", "default_study", "KNOBS"]
-
-#: the knobs of PresetConfig an experiment's ``topology:`` section may set
-KNOBS = ("ushaped", "merge", "nopeek", "hops", "servers", "cut_features", "hidden", "channels")
-
-
-@dataclass
-class PresetConfig:
-    """Knobs shared by the presets. ``image_shape`` is (C, H, W) or (C, D, H, W); ``ehr_features`` F (both only
-    shape the default study, when none is given)."""
-
-    sites: int = 3
-    image_shape: tuple[int, ...] = (1, 32, 32)
-    ehr_features: int = 12
-    channels: tuple[int, ...] = (8, 16)
-    cut_features: int = 32
-    hidden: int = 32
-    merge: str = "concat"
-    ushaped: bool = False
-    nopeek: float = 0.0
-    hops: int = 1
-    servers: int = 2
-    tasks: tuple[str, ...] = field(default=("diagnosis", "mortality"))
-
-
-# --- a site's part -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Cut:
-    """What a site's part ends in: its segments, the one whose output is the cut, and whether it is a feature
-    map (C, H, W[, D]) with ``channels`` and ``dims``, or a vector."""
-
-    segments: list[Segment]
-    name: str
-    feature_map: bool = False
-    channels: int = 0
-    dims: int = 2
-
-
-def _defenses(cfg: PresetConfig) -> tuple[CutDefense, ...]:
-    return (NoPeek(cfg.nopeek),) if cfg.nopeek > 0 else ()
-
-
-def _single_image(site: SiteSpec) -> str | None:
-    """The data key of a site that holds one image and keeps the default encoder, else None."""
-    if len(site.data) != 1:
-        return None
-    key, shape = next(iter(site.data.items()))
-    return key if modality_kind(shape) == "image" and key not in site.encoders else None
-
-
-def _site_cut(site: SiteSpec, cfg: PresetConfig, name: str, *, feature_map: bool) -> _Cut:
-    """The segments of a site's part, up to and including the cut (segment ``{party}.{name}``)."""
-    cut = f"{site.party}.{name}"
-    key = _single_image(site)
-    if feature_map and key is not None:  # the paper's image cut: strided convolutions, no pooling
-        shape = site.data[key]
-        module = cnn_encoder(shape[0], cfg.channels, len(shape) - 1)
-        return _Cut([Segment(cut, site.party, module, (f"data:{key}",), defenses=_defenses(cfg))], cut,
-                    feature_map=True, channels=cfg.channels[-1], dims=len(shape) - 1)
-    encoders = {k: build_encoder(_with_channels(site.encoder(k), cfg), shape, cfg.cut_features,
-                                 where=f"site '{site.party}' data '{k}'") for k, shape in site.data.items()}
-    if len(encoders) == 1:
-        (k, module), = encoders.items()
-        return _Cut([Segment(cut, site.party, module, (f"data:{k}",), defenses=_defenses(cfg))], cut)
-    # Several modalities at one site: each its own encoder, fused by a layer at the site into one cut.
-    parts = [Segment(f"{site.party}.{k}_encoder", site.party, m, (f"data:{k}",)) for k, m in encoders.items()]
-    fuse = mlp(cfg.cut_features * len(parts), (), cfg.cut_features, final_activation=True)
-    return _Cut(parts + [Segment(cut, site.party, fuse, tuple(p.name for p in parts), defenses=_defenses(cfg))], cut)
-
-
-def _with_channels(spec: EncoderSpec, cfg: PresetConfig) -> EncoderSpec:
-    """The preset's ``channels`` knob reaches a CNN that the study did not size itself."""
-    if spec.kind == "cnn" and "channels" not in spec.options:
-        return EncoderSpec("cnn", {**spec.options, "channels": list(cfg.channels)})
-    return spec
-
-
-def _body(cut: _Cut, width: int, cfg: PresetConfig) -> nn.Module:
-    """What continues a cut at the next party: convolutions and pooling for a feature map, a layer for a vector."""
-    if cut.feature_map:
-        return cnn_body(cut.channels, (32,), cut.dims, cfg.hidden)
-    return mlp(width, (), cfg.hidden, final_activation=True)
-
-
-def _head(task: TaskSpec, width: int) -> nn.Module:
-    hidden = tuple(task.head.options.get("hidden", ())) if task.head is not None else ()
-    return head(width, task.out_features, hidden)
-
-
-def _tasks(study: StudySpec, heads: dict[str, str], shared: bool) -> list[Task]:
-    return [Task(t.name, heads[t.name], t.label, loss=t.loss, share_labels=shared) for t in study.tasks]  # type: ignore[arg-type]
-
-
-def _parties(study: StudySpec) -> list[Party]:
-    return [Party(s.party, "site", data=dict(s.data), labels=s.labels) for s in study.sites]
-
-
-def _heads_on(party: str, after: str, study: StudySpec, cfg: PresetConfig, body: nn.Module | None,
-              width: int, base: str) -> tuple[list[Segment], dict[str, str]]:
-    """Task heads on ``party`` after segment ``after``: one segment ``{party}.{base}`` holding the body and the
-    head when there is one task; else ``{party}.body`` (if any) and a ``{party}.{task}_{base}`` per task."""
-    if len(study.tasks) == 1:
-        task = study.tasks[0]
-        module = _head(task, cfg.hidden if body is not None else width)
-        name = f"{party}.{base}"
-        return [Segment(name, party, nn.Sequential(body, module) if body is not None else module, (after,))], \
-            {task.name: name}
-    segments, src, w = [], after, width
-    if body is not None:
-        segments.append(Segment(f"{party}.body", party, body, (after,)))
-        src, w = f"{party}.body", cfg.hidden
-    heads = {t.name: f"{party}.{t.name}_{base}" for t in study.tasks}
-    segments += [Segment(heads[t.name], party, _head(t, w), (src,)) for t in study.tasks]
-    return segments, heads
-
-
-def _one_site(study: StudySpec, preset: str) -> SiteSpec:
-    if len(study.sites) != 1:
-        raise ConfigError(f"preset '{preset}' has one site, but the study lists {len(study.sites)}",
-                          hint="use vertical for sites that hold different data of the same patients, or "
-                               "horizontal/splitfed for sites that hold the same data of different patients")
-    return study.sites[0]
 
 
 # --- the presets ---------------------------------------------------------------------------------------
@@ -157,22 +29,22 @@ def _one_site(study: StudySpec, preset: str) -> SiteSpec:
 
 def vanilla(study: StudySpec, cfg: PresetConfig) -> Topology:
     """site encoder -> server; the site sends its labels to the server."""
-    site = _one_site(study, "vanilla")
-    cut = _site_cut(site, cfg, "encoder", feature_map=True)
-    server, heads = _heads_on("server", cut.name, study, cfg, _body(cut, cfg.cut_features, cfg), cfg.cut_features,
+    site = one_site(study, "vanilla")
+    cut = site_cut(site, cfg, "encoder", feature_map=True)
+    server, heads = heads_on("server", cut.name, study, cfg, body_after(cut, cfg.cut_features, cfg), cfg.cut_features,
                               "head")
-    return Topology("vanilla", _parties(study) + [Party("server", "server")], cut.segments + server,
-                    _tasks(study, heads, shared=True))
+    return Topology("vanilla", parties_of(study) + [Party("server", "server")], cut.segments + server,
+                    tasks_of(study, heads, shared=True))
 
 
 def ushaped(study: StudySpec, cfg: PresetConfig) -> Topology:
     """site head -> server body -> site tail: the loss is computed at the site; labels never leave it."""
-    site = _one_site(study, "ushaped")
-    cut = _site_cut(site, cfg, "head", feature_map=True)
-    body = Segment("server.body", "server", _body(cut, cfg.cut_features, cfg), (cut.name,))
-    tails, heads = _heads_on(site.party, "server.body", study, cfg, None, cfg.hidden, "tail")
-    return Topology("ushaped", _parties(study) + [Party("server", "server")], cut.segments + [body] + tails,
-                    _tasks(study, heads, shared=False))
+    site = one_site(study, "ushaped")
+    cut = site_cut(site, cfg, "head", feature_map=True)
+    body = Segment("server.body", "server", body_after(cut, cfg.cut_features, cfg), (cut.name,))
+    tails, heads = heads_on(site.party, "server.body", study, cfg, None, cfg.hidden, "tail")
+    return Topology("ushaped", parties_of(study) + [Party("server", "server")], cut.segments + [body] + tails,
+                    tasks_of(study, heads, shared=False))
 
 
 def vertical(study: StudySpec, cfg: PresetConfig) -> Topology:
@@ -186,38 +58,25 @@ def vertical(study: StudySpec, cfg: PresetConfig) -> Topology:
     if len(study.sites) < 2:
         raise ConfigError(f"preset 'vertical' needs at least 2 sites, got {len(study.sites)}",
                           hint="list each institution that holds some of the patients' data")
-    cuts = [_site_cut(s, cfg, "encoder", feature_map=False) for s in study.sites]
+    cuts = [site_cut(s, cfg, "encoder", feature_map=False) for s in study.sites]
     merged = cfg.cut_features * len(cuts) if cfg.merge == "concat" else cfg.cut_features
     inputs = tuple(c.name for c in cuts)
     segments = [seg for c in cuts for seg in c.segments]
-    parties = _parties(study) + [Party("server", "server")]
+    parties = parties_of(study) + [Party("server", "server")]
     if not cfg.ushaped:
         body = mlp(merged, (), cfg.hidden, final_activation=True)
-        server, heads = _heads_on("server", "", study, cfg, body, merged, "head")
-        server[0] = _with_inputs(server[0], inputs, cfg.merge)
-        return Topology("vertical", parties, segments + server, _tasks(study, heads, shared=True))
+        server, heads = heads_on("server", "", study, cfg, body, merged, "head")
+        server[0] = with_inputs(server[0], inputs, cfg.merge)
+        return Topology("vertical", parties, segments + server, tasks_of(study, heads, shared=True))
     trunk = Segment("server.trunk", "server", mlp(merged, (), cfg.hidden, final_activation=True), inputs,
                     merge=cfg.merge)  # type: ignore[arg-type]
     tails, heads = [], {}
     for task in study.tasks:
-        owner = _owner(study, task)
+        owner = owner_of(study, task)
         name = f"{owner}.tail" if len(study.tasks) == 1 else f"{owner}.{task.name}_tail"
-        tails.append(Segment(name, owner, _head(task, cfg.hidden), ("server.trunk",)))
+        tails.append(Segment(name, owner, task_head(task, cfg.hidden), ("server.trunk",)))
         heads[task.name] = name
-    return Topology("vertical", parties, segments + [trunk] + tails, _tasks(study, heads, shared=False))
-
-
-def _with_inputs(seg: Segment, inputs: tuple[str, ...], merge: str) -> Segment:
-    return Segment(seg.name, seg.party, seg.module, inputs, merge=merge)  # type: ignore[arg-type]
-
-
-def _owner(study: StudySpec, task: TaskSpec) -> str:
-    owners = study.owners(task.label)
-    if len(owners) != 1:
-        raise ConfigError(f"task '{task.name}': label '{task.label}' is owned by {owners or 'no site'}; in a "
-                          "vertical study exactly one site owns each label",
-                          hint="list the label under the labels of the one site that holds it")
-    return owners[0]
+    return Topology("vertical", parties, segments + [trunk] + tails, tasks_of(study, heads, shared=False))
 
 
 def _servers(cfg: PresetConfig) -> list[str]:
@@ -226,24 +85,24 @@ def _servers(cfg: PresetConfig) -> list[str]:
 
 def multitask(study: StudySpec, cfg: PresetConfig) -> Topology:
     """One site's encoder feeds a head per task, on ``servers`` servers (round robin)."""
-    site = _one_site(study, "multitask")
-    cut = _site_cut(site, cfg, "encoder", feature_map=False)
+    site = one_site(study, "multitask")
+    cut = site_cut(site, cfg, "encoder", feature_map=False)
     servers = _servers(cfg)
     segments, heads = list(cut.segments), {}
     for i, task in enumerate(study.tasks):
         server = servers[i % len(servers)]
         heads[task.name] = f"{server}.{task.name}_head"
         segments.append(Segment(heads[task.name], server, nn.Sequential(
-            mlp(cfg.cut_features, (), cfg.hidden, final_activation=True), _head(task, cfg.hidden)), (cut.name,)))
+            mlp(cfg.cut_features, (), cfg.hidden, final_activation=True), task_head(task, cfg.hidden)), (cut.name,)))
     used = [s for s in servers if any(seg.party == s for seg in segments)]
-    return Topology("multitask", _parties(study) + [Party(s, "server") for s in used], segments,
-                    _tasks(study, heads, shared=True))
+    return Topology("multitask", parties_of(study) + [Party(s, "server") for s in used], segments,
+                    tasks_of(study, heads, shared=True))
 
 
 def multihop(study: StudySpec, cfg: PresetConfig) -> Topology:
     """site -> relay_1 -> ... -> server, each party holding one segment; labels go from the site to the server."""
-    site = _one_site(study, "multihop")
-    cut = _site_cut(site, cfg, "encoder", feature_map=True)
+    site = one_site(study, "multihop")
+    cut = site_cut(site, cfg, "encoder", feature_map=True)
     relays = [f"relay_{i + 1}" for i in range(cfg.hops)]
     segments, prev = list(cut.segments), cut.name
     for r in relays:
@@ -251,16 +110,16 @@ def multihop(study: StudySpec, cfg: PresetConfig) -> Topology:
             mlp(cfg.cut_features, (), cfg.cut_features, final_activation=True)
         segments.append(Segment(f"{r}.conv" if cut.feature_map else f"{r}.layer", r, layer, (prev,)))
         prev = segments[-1].name
-    server, heads = _heads_on("server", prev, study, cfg, _body(cut, cfg.cut_features, cfg), cfg.cut_features,
+    server, heads = heads_on("server", prev, study, cfg, body_after(cut, cfg.cut_features, cfg), cfg.cut_features,
                               "head")
-    return Topology("multihop", _parties(study) + [Party(r, "hop") for r in relays] + [Party("server", "server")],
-                    segments + server, _tasks(study, heads, shared=True))
+    return Topology("multihop", parties_of(study) + [Party(r, "hop") for r in relays] + [Party("server", "server")],
+                    segments + server, tasks_of(study, heads, shared=True))
 
 
 def _many_sites(study: StudySpec, cfg: PresetConfig, name: str, schedule: str) -> Topology:
     if len(study.sites) < 2:
         raise ConfigError(f"preset '{name}' needs at least 2 sites, got {len(study.sites)}",
-                          hint=f"list two or more hospitals; with one, use vanilla or ushaped")
+                          hint="list two or more hospitals; with one, use vanilla or ushaped")
     first = study.sites[0]
     for other in study.sites[1:]:
         if dict(other.data) != dict(first.data) or dict(other.encoders) != dict(first.encoders):
@@ -270,7 +129,7 @@ def _many_sites(study: StudySpec, cfg: PresetConfig, name: str, schedule: str) -
                 f"{dict(first.data)}", hint="give every site the same columns and image sizes (the same data "
                                             "keys and shapes), or use vertical for sites that hold different data")
     # One client model, copied: replicas start from the same weights (averaging unrelated networks is noise).
-    client = _site_cut(first, cfg, "encoder", feature_map=True)
+    client = site_cut(first, cfg, "encoder", feature_map=True)
     segments, cut_names = [], []
     for site in study.sites:
         for seg in client.segments:
@@ -279,13 +138,13 @@ def _many_sites(study: StudySpec, cfg: PresetConfig, name: str, schedule: str) -
             segments.append(Segment(renamed, site.party, copy.deepcopy(seg.module), inputs, merge=seg.merge,
                                     defenses=seg.defenses))
         cut_names.append(client.name.replace(f"{first.party}.", f"{site.party}.", 1))
-    server, heads = _heads_on("server", "", study, cfg, _body(client, cfg.cut_features, cfg), cfg.cut_features,
+    server, heads = heads_on("server", "", study, cfg, body_after(client, cfg.cut_features, cfg), cfg.cut_features,
                               "head")
-    server[0] = _with_inputs(server[0], tuple(cut_names), "route")
+    server[0] = with_inputs(server[0], tuple(cut_names), "route")
     groups = [tuple(s.name.replace(f"{first.party}.", f"{site.party}.", 1) for site in study.sites)
               for s in client.segments]
-    return Topology(name, _parties(study) + [Party("server", "server")], segments + server,
-                    _tasks(study, heads, shared=True), schedule=schedule, replicas=groups,  # type: ignore[arg-type]
+    return Topology(name, parties_of(study) + [Party("server", "server")], segments + server,
+                    tasks_of(study, heads, shared=True), schedule=schedule, replicas=groups,  # type: ignore[arg-type]
                     aggregator="server" if schedule == "parallel" else None)
 
 
@@ -306,7 +165,7 @@ def splitfed(study: StudySpec, cfg: PresetConfig) -> Topology:
 class PresetSpec:
     """What a preset is: its builder, and what a study needs to run it.
 
-    ``site_parties(n)`` names the site parties for ``n`` sites; ``site_data(n)`` says what each holds in the
+    ``siteparties_of(n)`` names the site parties for ``n`` sites; ``site_data(n)`` says what each holds in the
     preset's synthetic cohort, as {party: (data keys, label keys)}; ``layout`` is how that cohort is laid out
     ("vertical": different data of the same patients; "horizontal": the same data of different patients);
     ``knobs`` are the ``PresetConfig`` fields it reads.
