@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -233,13 +235,13 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    # The dashboard is an application of its own: a site's image leaves it (and Streamlit) out.
-    try:
-        from dashboard.serve import serve
-    except ImportError as exc:
+    # The dashboard is an application of its own, started as one: a site's image leaves it (and Streamlit) out.
+    if importlib.util.find_spec("dashboard") is None:
         raise ConfigError("the dashboard is not installed here (a site node's image leaves it out)",
-                          hint="run it where the medsplit checkout and `pip install 'medsplit[dashboard]'` are") from exc
-    return serve(args.runs, args.port, args.host)
+                          hint="run it where the medsplit checkout and `pip install 'medsplit[dashboard]'` are")
+    argv = [sys.executable, "-m", "dashboard", "--runs", args.runs, "--port", str(args.port), "--host", args.host]
+    os.execv(argv[0], argv)
+    return 1  # pragma: no cover - execv does not return
 
 
 
