@@ -19,8 +19,10 @@ class DatasetSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        samples = [self.dataset[i] for i in indices]
+    def batch(self, indices: Sequence[int], seed: int | None = None) -> dict[str, torch.Tensor]:
+        """The declared keys of rows ``indices``; ``seed`` (a training step) fixes each row's augmentation."""
+        samples = [self.dataset.sample(i, None if seed is None else seed * 1_000_003 + j)
+                   for j, i in enumerate(indices)]
         return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in self.keys}
 
     def row_ids(self, indices: Sequence[int]) -> list[str]:

@@ -66,30 +66,46 @@ class PreparedImaging:
         transform = Compose(chain)
         transform.set_random_state(seed=self.seed)
         return ImagingDataset(self.key, ids, [self.items[i] for i in ids], transform, self.cache_dir,
-                              labels=labels or {}, label_kinds=label_kinds or {})
+                              labels=labels or {}, label_kinds=label_kinds or {}, seed=self.seed)
 
 
 class ImagingDataset(torch.utils.data.Dataset):
     """Yields ``{key: float32 tensor, <label>: tensor, "row_id": str}``; decoded images come from the disk cache."""
 
     def __init__(self, key: str, row_ids: list[str], items: list[dict[str, Any]], transform: Compose,
-                 cache_dir: Path, *, labels: Mapping[str, Mapping[str, Any]], label_kinds: Mapping[str, str]) -> None:
+                 cache_dir: Path, *, labels: Mapping[str, Mapping[str, Any]], label_kinds: Mapping[str, str],
+                 seed: int = 0) -> None:
         self.key = key
         self.row_ids = row_ids
         self.labels = labels
         self.label_kinds = label_kinds
         self._data = PersistentDataset(items, transform=transform, cache_dir=cache_dir)
+        self._seed = seed
 
     def __len__(self) -> int:
         return len(self.row_ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(index)
+
+    def sample(self, index: int, seed: int | None = None) -> dict[str, Any]:
+        """Sample ``index``; with ``seed`` its random augmentation is drawn from that seed alone, so a draw
+        does not depend on which samples were drawn before (a resumed run draws what an uninterrupted one
+        would have)."""
         rid = self.row_ids[index]
+        if seed is not None:
+            self._data.transform.set_random_state(seed=_mix(self._seed, seed))
         out: dict[str, Any] = {self.key: self._data[index][self.key]}
         for name, values in self.labels.items():
             out[name] = label_tensor(values[rid], self.label_kinds.get(name, "binary"))
         out["row_id"] = rid
         return out
+
+
+def _mix(*parts: int) -> int:
+    """A 32-bit seed (what MONAI's random state takes) from several integers."""
+    digest = hashlib.sha256(b"medsplit-augment|" + "|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def prepare_imaging(records: Sequence[ImageRecord], *, key: str, modality: str, spatial_size: Sequence[int],

@@ -17,7 +17,7 @@ from .batches import DatasetSource
 
 from .config import DicomModality, SiteConfig, TableModality
 from .ehr import PreparedTable, prepare_table
-from .imaging import PreparedImaging, prepare_imaging
+from .imaging import ImagingDataset, PreparedImaging, prepare_imaging
 from .labels import LabelSpec, label_tensor, parse_label_values
 from .manifest import ImageRecord, discover_studies, read_manifest
 from .report import DataReport
@@ -49,10 +49,14 @@ class SiteDataset(torch.utils.data.Dataset):
         return len(self.row_ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(index)
+
+    def sample(self, index: int, seed: int | None = None) -> dict[str, Any]:
+        """Row ``index`` with every modality key and label; ``seed`` fixes its random augmentation (images)."""
         rid = self.row_ids[index]
         out: dict[str, Any] = {}
         for part in self._parts:
-            sample = part[index]
+            sample = part.sample(index, seed) if isinstance(part, ImagingDataset) else part[index]
             out[part.key] = sample[part.key]
         for name, spec in self._site.labels.items():
             out[name] = label_tensor(self._site.label_values[name][rid], spec.kind)

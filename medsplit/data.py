@@ -16,13 +16,15 @@ __all__ = ["BatchSource", "TensorTable", "SiteData", "LocalSite", "batch_order"]
 class BatchSource(Protocol):
     """Rows of one party's data.
 
-    ``batch(indices)`` returns {key: tensor with len(indices) rows}; ``row_ids(indices)`` returns the
-    rows' patient IDs, which never leave the site (they are hashed with a key the server does not hold).
+    ``batch(indices, seed)`` returns {key: tensor with len(indices) rows}; a ``seed`` (the training step) fixes
+    any random augmentation of those rows, so that the same step draws the same batch in every run, resumed or
+    not. ``row_ids(indices)`` returns the rows' patient IDs, which never leave the site (they are hashed with a
+    key the server does not hold).
     """
 
     def __len__(self) -> int: ...
 
-    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]: ...
+    def batch(self, indices: Sequence[int], seed: int | None = None) -> dict[str, torch.Tensor]: ...
 
     def row_ids(self, indices: Sequence[int]) -> list[str]: ...
 
@@ -43,7 +45,7 @@ class TensorTable:
     def __len__(self) -> int:
         return self._len
 
-    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    def batch(self, indices: Sequence[int], seed: int | None = None) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {k: v.index_select(0, idx) for k, v in self.tensors.items()}
 

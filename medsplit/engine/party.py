@@ -47,13 +47,15 @@ class Unit:
     batches: dict[str, Batch] = field(default_factory=dict)
 
 
-def load_batch(data: SiteData, phase: str, rows: Sequence[int], fingerprint_key: bytes | None = None) -> Batch:
-    """A site's batch for a unit: training rows for ``train``, validation rows otherwise.
-
-    With ``fingerprint_key`` (vertical sites) the batch also carries the keyed hash of its row IDs.
+def load_batch(data: SiteData, step: int, phase: str, rows: Sequence[int], fingerprint_key: bytes | None = None
+               ) -> Batch:
+    """A site's batch for unit ``step``: training rows (augmented, drawn from the step's seed) for ``train``,
+    validation rows otherwise. With ``fingerprint_key`` (vertical sites) it also carries the keyed hash of
+    its row IDs.
     """
-    source = data.train if phase == "train" else data.val
-    batch = source.batch(rows)
+    train = phase == "train"
+    source = data.train if train else data.val
+    batch = source.batch(rows, seed=step) if train else source.batch(rows)
     if fingerprint_key is not None:
         digest = bytes.fromhex(batch_fingerprint(source.row_ids(rows), fingerprint_key))
         batch[FINGERPRINT_KEY] = torch.frombuffer(bytearray(digest), dtype=torch.uint8)

@@ -110,7 +110,7 @@ class SplitTrainer:
 
     def _load(self, spec: UnitSpec) -> Unit:
         key = self.fingerprint_key if self.plan.fingerprint_checker is not None else None
-        return Unit(spec, {site: load_batch(self.data[site], spec.phase, idx, key) for site, idx in spec.rows.items()})
+        return Unit(spec, {site: load_batch(self.data[site], spec.step, spec.phase, idx, key) for site, idx in spec.rows.items()})
 
     def _execute(self, specs: list[UnitSpec]) -> None:
         units = [self._load(spec) for spec in specs]

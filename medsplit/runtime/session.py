@@ -99,7 +99,7 @@ def _execute(node: Node) -> Any:
                 continue
             batches = {}
             if node.data is not None and node.me in spec.rows:
-                batches[node.me] = load_batch(node.data, spec.phase, spec.rows[node.me], key)
+                batches[node.me] = load_batch(node.data, spec.step, spec.phase, spec.rows[node.me], key)
             runner.run_unit(Unit(spec, batches))
 
     return execute
