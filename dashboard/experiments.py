@@ -12,11 +12,12 @@ import yaml
 
 from medsplit.errors import ConfigError, MedsplitError
 from medsplit.config.experiment import Experiment, parse_experiment
+from medsplit.config.loader import config_error, parse_yaml
 from medsplit.plan import Plan, compile_topology
-from medsplit.topology.presets import PRESETS
+from medsplit.topology.presets import KNOBS, PRESETS, PresetConfig
 
-__all__ = ["MODALITIES", "LABELS", "Validation", "default_experiment", "site_parties", "validate", "to_yaml",
-           "from_yaml", "cli_error", "cut_rows", "label_rows", "label_warnings", "fmt_bytes", "modality_of"]
+__all__ = ["MODALITIES", "LABELS", "Validation", "default_experiment", "knob_defaults", "site_parties", "validate",
+           "to_yaml", "from_yaml", "cli_error", "cut_rows", "label_rows", "label_warnings", "fmt_bytes", "modality_of"]
 
 #: what a site can hold, as the builder offers it: (data key, kind, DICOM modality or None, default shape)
 MODALITIES: dict[str, tuple[str, str, str | None, list[int]]] = {
@@ -71,11 +72,17 @@ def default_experiment(preset: str) -> dict[str, Any]:
     layout = spec.site_data(spec.cohort_sites(3))
     sites = [_site(i, party, "EHR table" if "ehr" in keys else "CT image", list(labels))
              for i, (party, (keys, labels)) in enumerate(layout.items())]
+    defaults = knob_defaults()
     return {"experiment": f"{preset}-study", "seed": 0,
-            "topology": {"preset": preset, "ushaped": False, "merge": "concat", "nopeek": 0.0, "hops": 1,
-                         "servers": 2, "cut_features": 32, "hidden": 32, "channels": [8, 16]},
+            "topology": {"preset": preset, **{k: defaults[k] for k in spec.knobs}},
             "training": {"epochs": 5, "batch_size": 32, "lr": 0.001},
             "sites": sites}
+
+
+def knob_defaults() -> dict[str, Any]:
+    """Every topology knob's default (the presets' own), as YAML writes it."""
+    defaults = PresetConfig()
+    return {k: list(v) if isinstance(v, tuple) else v for k in KNOBS for v in [getattr(defaults, k)]}
 
 
 def modality_of(site: Mapping[str, Any]) -> str:
@@ -105,14 +112,12 @@ def to_yaml(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(copy.deepcopy(dict(data)), sort_keys=False, default_flow_style=None)
 
 
-def from_yaml(text: str) -> dict[str, Any]:
-    """Parse YAML text into a mapping; a syntax error is a ConfigError like the CLI's."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}") from exc
+def from_yaml(text: str, path: str | Path | None = None) -> dict[str, Any]:
+    """Parse YAML text into a mapping with the CLI's loader (a key given twice is refused), and its errors."""
+    data = parse_yaml(text, path, "experiment file")
     if not isinstance(data, Mapping):
-        raise ConfigError("expected a mapping at the top level")
+        raise config_error(path, "(top level)", f"expected a mapping of keys, got {type(data).__name__}",
+                           "write the experiment as 'key: value' lines")
     return dict(data)
 
 

@@ -21,6 +21,7 @@ from pydicom.uid import (
 )
 
 from medsplit.errors import ConfigError
+from medsplit.topology.presets import PRESETS
 
 __all__ = ["synth_cohort", "SynthResult", "EHR_NUMERIC", "EHR_CATEGORICAL", "ehr_feature_dim"]
 
@@ -28,7 +29,6 @@ EHR_NUMERIC = ("age", "crp", "wbc", "lactate")
 # Declared vocabularies, so that every site encodes the same feature vector length
 EHR_CATEGORICAL = {"sex": ("F", "M"), "smoker": ("current", "former", "never")}
 LABELS = ("diagnosis", "mortality")
-_VERSION = 1
 
 
 class _Dumper(yaml.SafeDumper):
@@ -283,22 +283,21 @@ def synth_cohort(out: str | os.PathLike, *, sites: int = 3, patients: int = 200,
     owners = names if layout == "horizontal" else [names[1]]
     experiment = {
         "experiment": f"synth-{layout}-{sites}x{patients}-seed{seed}",
-        "layout": layout,
         "seed": seed,
-        "split": {"val_fraction": val_fraction, "seed": seed},
-        "labels": {lab: {"kind": "binary", "owners": owners} for lab in LABELS},
-        "sites": [{"name": n, "config": f"{n}/site.yaml", "patients": len(held[n]),
-                   "modalities": site_modalities[n], "labels": list(LABELS) if n in owners else []} for n in names],
-        "alignment": None if layout == "horizontal" else {
-            "method": "psi", "label_site": names[1], "id": "patient_id", "expected_common": n_common},
-        "synth": {"version": _VERSION, "sites": sites, "patients": patients, "slices": slices, "size": size,
-                  "image_modality": image_modality if layout == "horizontal" else None,
-                  "overlap": overlap if layout == "vertical" else None},
+        "topology": {"preset": _preset_for(layout, sites)},
+        "sites": [{"name": n, "config": f"{n}/site.yaml", "modalities": site_modalities[n],
+                   "labels": list(LABELS) if n in owners else []} for n in names],
     }
     exp_path = out / "experiment.yaml"
     exp_path.write_text("# medsplit experiment: the sites of one training run and who holds what\n"
                         + _yaml(experiment), encoding="utf-8")
     return SynthResult(out=out, experiment=exp_path, site_configs=configs, patients=held)
+
+
+def _preset_for(layout: str, sites: int) -> str:
+    """The first preset in the registry with this data layout that takes ``sites`` sites (else the first)."""
+    fits = [name for name, spec in PRESETS.items() if spec.layout == layout]
+    return next((name for name in fits if PRESETS[name].takes(sites)), fits[0])
 
 
 def _write_images(site_dir: Path, pts: list[_Patient], sc: _Scanner, site: str, modality: str, size: int,

@@ -19,6 +19,7 @@ from data_adapters.report import DataReport
 from data_adapters.site_data import SiteFiles, open_site_data
 from data_adapters.synth import synth_cohort
 from medsplit.align import align_in_process, psi_leader
+from medsplit.config.loader import load_yaml
 from medsplit.data import SiteData
 from medsplit.topology import Topology, preset_spec
 from medsplit.transport import LocalTransport
@@ -84,12 +85,13 @@ def demo_experiment(preset: str, *, sites: int, patients: int, seed: int, root: 
     out = Path(root) / f"{spec.layout}-{len(parties)}x{patients}-seed{seed}"
     if not (out / "experiment.yaml").exists():  # same arguments, same bytes: reuse is safe
         synth_cohort(out, sites=len(parties), patients=patients, seed=seed, layout=spec.layout)
-    data = yaml.safe_load((out / "experiment.yaml").read_text())
-    data["experiment"] = f"demo-{preset}-seed{seed}"
-    data["topology"] = {"preset": preset, **(topology or {})}
-    data["training"] = dict(training or {})
-    for site, party in zip(data["sites"], parties):
-        site["party"] = party
+    cohort = load_yaml(out / "experiment.yaml", "experiment file")
+    # The cohort's sites with their data; the rest is this demo's (a cohort cached by an older version may
+    # carry keys the experiment no longer accepts).
+    sites = [{**{k: site[k] for k in ("name", "config", "modalities", "labels") if k in site}, "party": party}
+             for site, party in zip(cohort["sites"], parties)]
+    data = {"experiment": f"demo-{preset}-seed{seed}", "seed": seed, "topology": {"preset": preset, **(topology or {})},
+            "training": dict(training or {}), "sites": sites}
     path = out / f"demo-{preset}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -15,7 +15,7 @@ from medsplit.config import load_experiment
 from medsplit.engine import SplitTrainer
 from medsplit.errors import ConfigError
 from medsplit.synthetic import preset_data
-from medsplit.topology import PresetConfig, build_preset
+from medsplit.topology import PresetConfig, build_preset, preset_spec
 
 from .cohort import demo_experiment
 from .launch import run_processes
@@ -58,12 +58,12 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict[str, Any]:
     if opts.data == "memory" and opts.transport != "local":
         raise ConfigError("--data memory keeps every party in this process",
                           hint="use --transport local with --data memory, or --data files for processes")
+    knobs = _knobs(opts)
     cfg = PresetConfig(sites=opts.sites, nopeek=opts.nopeek, ushaped=opts.ushaped, merge=opts.merge)
     build_preset(opts.preset, cfg)  # refuse a bad preset or option before writing any file
     if opts.data == "files":
         path = demo_experiment(
-            opts.preset, sites=opts.sites, patients=opts.patients, seed=opts.seed, root=opts.workdir,
-            topology={"ushaped": opts.ushaped, "merge": opts.merge, "nopeek": opts.nopeek},
+            opts.preset, sites=opts.sites, patients=opts.patients, seed=opts.seed, root=opts.workdir, topology=knobs,
             training={"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr})
         if opts.transport == "local":
             summary = run_in_process(load_experiment(path), transport=opts.transport, run_dir=opts.run_dir,
@@ -85,6 +85,17 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> dict[str, Any]:
     summary["preset"] = opts.preset  # the contract's keys, as the user asked for them
     summary["data"] = opts.data
     return summary
+
+
+def _knobs(opts: DemoOptions) -> dict[str, Any]:
+    """The topology knobs the preset reads; a flag set for a preset that does not read it is refused."""
+    spec, default = preset_spec(opts.preset), PresetConfig()
+    given = {"ushaped": opts.ushaped, "merge": opts.merge, "nopeek": opts.nopeek}
+    for knob, value in given.items():
+        if knob not in spec.knobs and value != getattr(default, knob):
+            raise ConfigError(f"--{knob} does nothing for preset '{opts.preset}', which reads "
+                              f"{', '.join(spec.knobs)}", hint=f"drop --{knob}, or choose a preset that reads it")
+    return {knob: value for knob, value in given.items() if knob in spec.knobs}
 
 
 def write_json(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from medsplit.topology.presets import PRESETS
 from sites.cli import build_parser, main
 
 REQUIRED = {"preset", "transport", "seed", "epochs", "metrics", "bytes", "flops_per_step", "audit"}
@@ -82,6 +83,13 @@ def test_bad_values_are_clear_errors(capsys, tmp_path):
     assert json.loads(path.read_text())["status"] == "failed"
     assert main(["demo", "--preset", "horizontal", "--sites", "1", "--quiet", "--workdir", str(tmp_path)]) == 2
     assert "needs at least 2 sites" in capsys.readouterr().err
+
+
+def test_a_flag_the_preset_does_not_read_is_refused(capsys, tmp_path):
+    assert main(["demo", "--preset", "vanilla", "--ushaped", "--quiet", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--ushaped does nothing for preset 'vanilla', which reads {', '.join(PRESETS['vanilla'].knobs)}" in err
+    assert "fix: drop --ushaped" in err and not any(tmp_path.iterdir())  # refused before any file is written
 
 
 @pytest.mark.slow

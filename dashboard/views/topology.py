@@ -12,17 +12,16 @@ import streamlit as st
 import yaml
 
 from dashboard.experiments import (LABELS, MODALITIES, Validation, cut_rows, default_experiment, fmt_bytes, from_yaml,
-                                   label_rows, label_warnings, modality_of, site_parties, to_yaml, validate)
+                                   knob_defaults, label_rows, label_warnings, modality_of, site_parties, to_yaml,
+                                   validate)
 from dashboard.graph import topology_dot
 from medsplit.errors import MedsplitError
 from medsplit.config.experiment import dump_experiment
-from medsplit.topology.presets import PRESETS
+from medsplit.topology.presets import MERGE_KNOB, PRESETS
 
 __all__ = ["render", "collect", "current", "apply"]
 
 ss = st.session_state
-_KNOBS = {"vertical": ("ushaped", "merge"), "multihop": ("hops",), "multitask": ("servers",)}
-_COMMON = ("nopeek", "cut_features", "hidden", "channels")
 _PRESET_HELP = {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in PRESETS.items()}
 
 
@@ -45,11 +44,11 @@ def apply(data: dict[str, Any], path: str | None = None) -> None:
     topo, train = dict(data.get("topology") or {}), dict(data.get("training") or {})
     preset = topo.get("preset") if topo.get("preset") in PRESETS else "vertical"
     defaults = default_experiment(preset)
-    knobs = {**defaults["topology"], **topo}
+    knobs = {**knob_defaults(), **topo}
     training = {**defaults["training"], **train}
     ss.update({"t_base": data, "t_path": path, "t_preset": preset, "t_name": str(data.get("experiment", "")),
                "t_seed": int(data.get("seed", 0) or 0), "t_ushaped": bool(knobs["ushaped"]),
-               "t_merge": knobs["merge"] if knobs["merge"] in ("concat", "sum", "mean") else "concat",
+               "t_merge": knobs["merge"] if knobs["merge"] in MERGE_KNOB else "concat",
                "t_nopeek": float(knobs["nopeek"]), "t_hops": int(knobs["hops"]), "t_servers": int(knobs["servers"]),
                "t_cut_features": int(knobs["cut_features"]), "t_hidden": int(knobs["hidden"]),
                "t_channels": _show_ints(knobs["channels"]), "t_epochs": int(training["epochs"]),
@@ -91,7 +90,7 @@ def collect() -> dict[str, Any]:
     data["seed"] = int(ss["t_seed"])
     topo = dict(data.get("topology") or {})
     topo["preset"] = preset
-    for knob in _COMMON + _KNOBS.get(preset, ()):
+    for knob in PRESETS[preset].knobs:  # the experiment refuses a knob its preset does not read
         value = ss.get(f"t_{knob}")
         topo[knob] = _ints(value) if knob == "channels" else value
     data["topology"] = topo
@@ -140,23 +139,30 @@ def _sites_form(preset: str) -> None:
 
 
 def _knobs_form(preset: str) -> None:
-    c = st.columns(4)
-    c[0].number_input("Cut features", min_value=1, step=1, key="t_cut_features",
-                      help="width of the cut for encoders that end in a linear layer (vertical, multi-task)")
-    c[1].number_input("Hidden units", min_value=1, step=1, key="t_hidden")
-    c[2].text_input("Conv channels", key="t_channels", help="site encoder channels, e.g. 8, 16")
-    c[3].number_input("NoPeek α", min_value=0.0, step=0.1, format="%.2f", key="t_nopeek",
-                      help="adds α·dCor(raw input, cut) to each site's loss; 0 is off")
-    c = st.columns(4)
-    if preset == "vertical":
-        c[0].selectbox("Merge at the server", ["concat", "sum", "mean"], key="t_merge")
-        c[1].checkbox("Keep labels at their site (U-shaped)", key="t_ushaped")
-    if preset == "multihop":
-        c[0].number_input("Hops (relays)", min_value=1, max_value=8, step=1, key="t_hops")
+    """A widget for each knob the preset reads (PresetSpec.knobs)."""
+    knobs = PRESETS[preset].knobs
+    c = iter(st.columns(4) + st.columns(4))
+    if "cut_features" in knobs:
+        next(c).number_input("Cut features", min_value=1, step=1, key="t_cut_features",
+                             help="width of the cut for encoders that end in a linear layer")
+    if "hidden" in knobs:
+        next(c).number_input("Hidden units", min_value=1, step=1, key="t_hidden")
+    if "channels" in knobs:
+        next(c).text_input("Conv channels", key="t_channels", help="site encoder channels, e.g. 8, 16")
+    if "nopeek" in knobs:
+        next(c).number_input("NoPeek α", min_value=0.0, step=0.1, format="%.2f", key="t_nopeek",
+                             help="adds α·dCor(raw input, cut) to each site's loss; 0 is off")
+    if "merge" in knobs:
+        next(c).selectbox("Merge at the server", list(MERGE_KNOB), key="t_merge")
+    if "ushaped" in knobs:
+        next(c).checkbox("Keep labels at their site (U-shaped)", key="t_ushaped")
+    if "hops" in knobs:
+        next(c).number_input("Hops (relays)", min_value=1, max_value=8, step=1, key="t_hops")
+    if "servers" in knobs:
+        next(c).number_input("Servers", min_value=1, max_value=4, step=1, key="t_servers")
     if preset == "multitask":
-        c[0].number_input("Servers", min_value=1, max_value=4, step=1, key="t_servers")
-        c[1].text_input("Tasks", value="diagnosis, mortality", disabled=True,
-                        help="the multi-task preset's tasks; the experiment YAML has no key to change them")
+        next(c).text_input("Tasks", value="diagnosis, mortality", disabled=True,
+                           help="the multi-task preset's tasks; the experiment YAML has no key to change them")
 
 
 def _training_form() -> None:
@@ -171,7 +177,7 @@ def _training_form() -> None:
 def _load() -> None:
     path = ss.get("t_load_path", "")
     try:
-        data = from_yaml(Path(path).expanduser().read_text())
+        data = from_yaml(Path(path).expanduser().read_text(), Path(path).expanduser())
     except (OSError, MedsplitError) as exc:
         ss["t_msg"] = ("error", f"cannot load {path}: {exc}")
         return

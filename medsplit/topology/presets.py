@@ -21,8 +21,15 @@ from .parts import (KNOBS, PresetConfig, body_after, heads_on, one_site, owner_o
 from .segments import conv_block, mlp
 from .study import SiteSpec, StudySpec, TaskSpec
 
-__all__ = ["PresetConfig", "PresetSpec", "PRESETS", "build_preset", "preset_spec", "default_study", "KNOBS"]
+__all__ = ["PresetConfig", "PresetSpec", "PRESETS", "build_preset", "preset_spec", "default_study", "KNOBS",
+           "DATA_RANKS", "MERGE_KNOB"]
 
+#: the values of the ``merge`` knob: how the vertical server merges the sites' cuts
+MERGE_KNOB = ("concat", "sum", "mean")
+
+#: the per-sample shape of each data key of the presets' cohorts (``default_study``): (allowed lengths, written as)
+DATA_RANKS: dict[str, tuple[tuple[int, ...], str]] = {"image": ((3, 4), "[C, H, W] or [C, D, H, W]"),
+                                                      "ehr": ((1,), "[F]")}
 
 # --- the presets ---------------------------------------------------------------------------------------
 
@@ -53,7 +60,7 @@ def vertical(study: StudySpec, cfg: PresetConfig) -> Topology:
     With ``ushaped`` the server sends its output back to the site that owns each task's labels, whose tail
     computes the loss there.
     """
-    if cfg.merge not in ("concat", "sum", "mean"):
+    if cfg.merge not in MERGE_KNOB:
         raise ConfigError(f"vertical merge must be concat, sum or mean, not '{cfg.merge}'")
     if len(study.sites) < 2:
         raise ConfigError(f"preset 'vertical' needs at least 2 sites, got {len(study.sites)}",
@@ -186,13 +193,21 @@ class PresetSpec:
         hospitals), the preset's own number for the others."""
         return requested if self.layout == "horizontal" and self.max_sites is None else self.min_sites
 
+    def takes(self, n: int) -> bool:
+        """Whether the preset runs with ``n`` sites."""
+        return n >= self.min_sites and (self.max_sites is None or n <= self.max_sites)
+
+    @property
+    def sites_wanted(self) -> str:
+        """How many sites it takes, in words: 'exactly 1 site', 'exactly 2 sites', 'at least 2 sites'."""
+        n = self.min_sites
+        return f"{'exactly' if self.max_sites == n else 'at least'} {n} site{'s' if n > 1 else ''}"
+
     def check_sites(self, n: int) -> None:
-        if n < self.min_sites or (self.max_sites is not None and n > self.max_sites):
-            want = f"exactly {self.min_sites} site" if self.max_sites == self.min_sites else \
-                f"at least {self.min_sites} sites"
-            raise ConfigError(f"preset '{self.name}' needs {want}, got {n}",
+        if not self.takes(n):
+            raise ConfigError(f"preset '{self.name}' needs {self.sites_wanted}, got {n}",
                               hint="use horizontal or splitfed for several sites with the same data"
-                              if self.max_sites == 1 else f"list {want} in the experiment")
+                              if self.max_sites == 1 else f"list {self.sites_wanted} in the experiment")
 
 
 def _hospitals(n: int) -> list[str]:

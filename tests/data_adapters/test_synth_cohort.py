@@ -15,6 +15,7 @@ from monai.transforms import LoadImage
 from data_adapters import load_site_config, open_site_data
 from data_adapters.dicom import quiet_monai_loader
 from medsplit.align import align_follower, align_leader
+from medsplit.config import load_experiment
 from data_adapters.synth import ehr_feature_dim, synth_cohort
 
 
@@ -101,14 +102,20 @@ def test_same_seed_same_bytes(tmp_path):
 
 def test_experiment_yaml_ties_the_sites_together(horizontal, vertical):
     h = yaml.safe_load(horizontal.experiment.read_text())
-    assert h["layout"] == "horizontal" and [s["name"] for s in h["sites"]] == ["site_1", "site_2", "site_3"]
+    assert h["topology"] == {"preset": "horizontal"}
+    assert [s["name"] for s in h["sites"]] == ["site_1", "site_2", "site_3"]
     assert all((horizontal.out / s["config"]).is_file() for s in h["sites"])
-    assert h["labels"]["diagnosis"]["owners"] == ["site_1", "site_2", "site_3"]
+    assert all(s["labels"] == ["diagnosis", "mortality"] for s in h["sites"])
     assert h["sites"][0]["modalities"]["image"] == {"kind": "dicom", "modality": "CT", "shape": [1, 32, 32]}
     v = yaml.safe_load(vertical.experiment.read_text())
-    assert v["layout"] == "vertical" and v["labels"]["mortality"]["owners"] == ["site_2"]
-    assert v["alignment"] == {"method": "psi", "label_site": "site_2", "id": "patient_id", "expected_common": 32}
+    assert v["topology"] == {"preset": "vertical"}
+    assert [s["labels"] for s in v["sites"]] == [[], ["diagnosis", "mortality"]]
     assert list(v["sites"][0]["modalities"]) == ["image"] and list(v["sites"][1]["modalities"]) == ["ehr"]
+    # only keys something reads: the experiment loader refuses the rest
+    assert set(h) == set(v) == {"experiment", "seed", "topology", "sites"}
+    exp = load_experiment(vertical.experiment)
+    assert [s.party for s in exp.sites] == ["imaging", "ehr"]
+    assert [s.party for s in load_experiment(horizontal.experiment).sites] == ["hospital_1", "hospital_2", "hospital_3"]
 
 
 def test_vertical_sites_align_on_exactly_the_shared_patients(vertical, Wire, run_parallel):
