@@ -89,7 +89,7 @@ def site_options(config: str | os.PathLike, *, experiment: str | None = None, se
     if party is None:
         raise ConfigError(f"site '{cfg.site}' is not listed in experiment '{exp.name}'",
                           hint=f"listed sites: {', '.join(s.name for s in exp.sites)}; or pass --party")
-    secret = node.read_secret(base) if node else None
+    secret = node.read_secret(cfg_path.resolve()) if node else None
     if secret is None and os.environ.get(secret_env_name(party)):
         secret = os.environ[secret_env_name(party)].encode()
     private = base / node.private_key if node and node.private_key else None

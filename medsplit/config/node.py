@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..errors import ConfigError
-from .loader import StrictModel, problem
+from .loader import StrictModel, config_error, problem
 
 __all__ = ["NodeConfig"]
 
@@ -24,29 +23,37 @@ class NodeConfig(StrictModel):
     private_key: str | None = Field(None, description="this site's Ed25519 private key (PEM)")
     run_dir: str | None = Field(None, description="checkpoints and the audit log, at the site")
 
+    @field_validator("server")
+    @classmethod
+    def _host_port(cls, server: str | None) -> str | None:
+        if server is not None:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise problem(f"'{server}' is not HOST:PORT", "write e.g. server: 10.0.0.5:29500")
+        return server
+
     @model_validator(mode="after")
     def _one_secret(self) -> NodeConfig:
         if self.secret_env and self.secret_file:
             raise problem("secret_env and secret_file are both set", "keep one of them")
-        if self.server is not None:
-            host, _, port = self.server.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise problem(f"'{self.server}' is not HOST:PORT", "write e.g. server: 10.0.0.5:29500")
         return self
 
-    def read_secret(self, base: Path) -> bytes | None:
-        """The shared secret from the named environment variable or file, or None when neither is set."""
+    def read_secret(self, config: Path) -> bytes | None:
+        """The shared secret from the named environment variable or file, or None when neither is set.
+
+        ``config`` is the site YAML: a relative secret_file is read from its folder, and errors name it.
+        """
         if self.secret_env:
             value = os.environ.get(self.secret_env)
             if not value:
-                raise ConfigError(f"node.secret_env names {self.secret_env}, which is not set",
-                                  hint=f"export {self.secret_env}=<the secret agreed with the server>")
+                raise config_error(config, "node.secret_env", f"names {self.secret_env}, which is not set",
+                                   f"export {self.secret_env}=<the secret agreed with the server>")
             return value.encode()
         if self.secret_file:
-            path = base / self.secret_file
+            path = config.parent / self.secret_file
             try:
                 return path.read_bytes().strip()
             except OSError as exc:
-                raise ConfigError(f"node.secret_file: cannot read {path}: {exc.strerror}",
-                                  hint="give the path of the file that holds this site's secret") from exc
+                raise config_error(config, "node.secret_file", f"cannot read {path}: {exc.strerror}",
+                                   "give the path of the file that holds this site's secret") from exc
         return None
