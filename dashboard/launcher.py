@@ -79,8 +79,9 @@ def prepare_synthetic(experiment: Mapping[str, Any], run_dir: str | Path, *, pat
     merged = dict(cohort.raw)
     merged.update({"experiment": experiment.get("experiment", cohort.name), "seed": seed, "topology": topology,
                    "training": dict(experiment.get("training") or {})})
-    merged["sites"] = [{k: v for k, v in s.items() if k != "party"} for s in merged["sites"]]  # preset's defaults
-    merged["sites"] = [dict(s, config=f"data/{s['config']}") for s in merged["sites"]]
+    designed = list(experiment.get("sites") or [])
+    merged["sites"] = [dict(s, config=f"data/{s['config']}", **({"party": d["party"]} if d.get("party") else {}))
+                       for s, d in zip(merged["sites"], designed + [{}] * len(merged["sites"]))]
     merged["server"] = {**dict(merged.get("server") or {}), "run_dir": "."}
     path = run_dir / "experiment.yaml"
     dump_experiment(merged, path)

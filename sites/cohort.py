@@ -86,10 +86,15 @@ def demo_experiment(preset: str, *, sites: int, patients: int, seed: int, root: 
     if not (out / "experiment.yaml").exists():  # same arguments, same bytes: reuse is safe
         synth_cohort(out, sites=len(parties), patients=patients, seed=seed, layout=spec.layout)
     cohort = load_yaml(out / "experiment.yaml", "experiment file")
-    # The cohort's sites with their data; the rest is this demo's (a cohort cached by an older version may
-    # carry keys the experiment no longer accepts).
-    sites = [{**{k: site[k] for k in ("name", "config", "modalities", "labels") if k in site}, "party": party}
-             for site, party in zip(cohort["sites"], parties)]
+    # The cohort's sites with the data and labels the preset's own study uses (PRESETS' site_data); the rest is
+    # this demo's (a cohort cached by an older version may carry keys the experiment no longer accepts).
+    layout = spec.site_data(len(parties))
+    sites = []
+    for site, party in zip(cohort["sites"], parties):
+        keys, labels = layout[party]
+        sites.append({"name": site["name"], "config": site["config"], "party": party,
+                      "modalities": {k: m for k, m in site["modalities"].items() if k in keys},
+                      "labels": [label for label in site.get("labels", []) if label in labels]})
     data = {"experiment": f"demo-{preset}-seed{seed}", "seed": seed, "topology": {"preset": preset, **(topology or {})},
             "training": dict(training or {}), "sites": sites}
     path = out / f"demo-{preset}.yaml"

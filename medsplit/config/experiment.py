@@ -6,20 +6,27 @@ relative to the experiment file. Every key is read by something; an unknown or u
     experiment: NAME
     seed: 0
     topology: {preset: vertical, ushaped: false, merge: concat, nopeek: 0.0}   # only knobs the preset reads
+    # or topology: {factory: mystudy.topologies:build, ...knobs}: a topology built by the study's own code
     training: {epochs: 5, batch_size: 32, lr: 0.001, checkpoint_every: 20, timeout: 120, rejoin_timeout: 600}
     server: {host: 127.0.0.1, port: 29500, run_dir: runs/NAME}
+    tasks:                                # optional: one binary task per label the preset uses, by default
+      diagnosis: {kind: binary}           # binary | multiclass (classes: N) | regression (outputs: N)
+      grade: {label: tumour_grade, kind: multiclass, classes: 3, head: {hidden: [16]}}
     sites:
       - name: site_1
         config: site_1/site.yaml          # the site's own YAML (used by `medsplit run` on one machine)
-        party: imaging                    # its place in the topology (default: from the preset, see below)
-        modalities: {image: {shape: [1, 32, 32], kind: dicom, modality: CT}}   # kind, modality: for the dashboard
+        party: imaging                    # its name in the topology (default: the site's name)
+        modalities:                       # any mix: tables [F], 2D images [C, H, W], 3D images [C, D, H, W]
+          image: {shape: [1, 32, 32], kind: dicom, modality: CT, encoder: {kind: resnet}}
+          labs: {shape: [15], kind: table}                      # encoder by default: mlp (tables), cnn (images)
         labels: []
         secret_env: MEDSPLIT_SECRET_SITE_1    # or secret_file: PATH; and/or public_key: PATH (Ed25519)
 
 What a preset needs comes from the preset registry (``medsplit.topology.presets.PRESETS``): how many sites it
-takes, which knobs it reads, its site parties and the data each holds. Without ``topology.preset`` the preset is
-the first in the registry that takes the sites as declared; a site without ``party`` gets the first of the
-preset's site parties, in the registry's order, that no other site has and whose data the site declares.
+takes and which knobs it reads. Without ``topology.preset`` one site means vanilla, sites that hold the same
+data mean horizontal, and sites that hold different data of the same patients mean vertical. Encoders are
+``mlp``, ``cnn``, ``resnet``, ``densenet`` (MONAI) or ``module`` (``{kind: module, module: pkg.mod:factory}``,
+loaded by every party from its own installed code).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,10 +44,12 @@ import yaml
 from pydantic import (AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo,
                       field_validator, model_validator)
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MedsplitError
 from ..suggest import did_you_mean
+from ..topology.encoders import ENCODERS, OPTIONS, EncoderSpec, load_factory
 from ..topology.model import Topology
-from ..topology.presets import DATA_RANKS, KNOBS, MERGE_KNOB, PRESETS, PresetConfig, PresetSpec, build_preset
+from ..topology.presets import KNOBS, MERGE_KNOB, PRESETS, PresetConfig, build_preset, preset_spec
+from ..topology.study import TASK_KINDS, SiteSpec, StudySpec, TaskSpec
 from .loader import StrictModel, config_error, load_yaml, one_of, problem, validate
 
 __all__ = ["Experiment", "SiteEntry", "TrainingConfig", "ServerConfig", "TopologyConfig", "load_experiment",
@@ -52,9 +62,11 @@ _PRESET = PresetConfig()  # the knobs' defaults are the presets' own
 
 
 class TopologyConfig(StrictModel):
-    """The preset and the knobs of ``PresetConfig`` it reads; setting a knob it does not read is an error."""
+    """The preset and the knobs of ``PresetConfig`` it reads (setting a knob it does not read is an error), or
+    the study's own ``factory`` (``package.module:build``, given the study and every knob)."""
 
-    preset: StrictStr = Field(examples=["vertical"])
+    preset: StrictStr = Field("", examples=["vertical"])
+    factory: Text | None = Field(None, examples=["mystudy.topologies:build"])
     ushaped: StrictBool = _PRESET.ushaped
     merge: Annotated[StrictStr, AfterValidator(one_of(MERGE_KNOB))] = _PRESET.merge
     nopeek: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = _PRESET.nopeek
@@ -67,9 +79,20 @@ class TopologyConfig(StrictModel):
     @field_validator("preset")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in PRESETS:
+        if name and name not in PRESETS:
             raise problem(f"unknown preset '{name}'{did_you_mean(name, PRESETS)}", f"use one of: {', '.join(PRESETS)}")
         return name
+
+    @field_validator("factory")
+    @classmethod
+    def _reference(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            if info.data.get("preset"):
+                raise problem("preset and factory are both set", "keep one: a preset, or the study's own factory")
+            module, sep, attr = value.partition(":")
+            if not sep or not module or not attr:
+                raise problem(f"'{value}' is not package.module:function", "write e.g. mystudy.topologies:build")
+        return value
 
     @field_validator(*KNOBS)
     @classmethod
@@ -102,12 +125,14 @@ class ServerConfig(StrictModel):
 
 
 class SiteEntry(StrictModel):
-    """One site as the experiment knows it: no data, only shapes, label names and how it proves who it is."""
+    """One site as the experiment knows it: no data, only shapes, encoders, label names and how it proves who
+    it is."""
 
     name: str
     party: str
     config: Path | None
     shapes: dict[str, tuple[int, ...]]
+    encoders: dict[str, EncoderSpec] = {}
     labels: tuple[str, ...] = ()
     secret_env: str | None = None
     secret_file: Path | None = None
@@ -130,21 +155,98 @@ class SiteEntry(StrictModel):
         return None
 
 
+class TaskEntry(StrictModel):
+    """A task of the experiment: its label, kind and (multiclass) classes or (regression) outputs."""
+
+    name: str
+    label: str
+    kind: str = "binary"
+    classes: int = 2
+    outputs: int = 1
+    head: EncoderSpec | None = None
+
+    def spec(self) -> TaskSpec:
+        return TaskSpec(self.name, self.label, self.kind, self.classes, self.outputs, self.head)  # type: ignore[arg-type]
+
+
 # --- what the file says ------------------------------------------------------------------------------
 
 
-class _Modality(StrictModel):
-    """One data key of a site: the per-sample shape its pipeline produces (kind and modality: the dashboard's)."""
+class _Encoder(StrictModel):
+    """The network of one data key: a kind of the family and its options (``module`` for ``kind: module``)."""
 
-    shape: Annotated[tuple[PositiveInt, ...], Field(
-        min_length=1, description="the per-sample shape the site's pipeline produces, e.g. [1, 32, 32] or [12]")]
-    kind: Literal["dicom", "table"] | None = None
-    modality: Text | None = None
+    kind: Annotated[StrictStr, AfterValidator(one_of(tuple(ENCODERS)))] = Field(examples=["resnet"])
+    hidden: tuple[PositiveInt, ...] | None = None
+    channels: tuple[PositiveInt, ...] | None = None
+    layers: tuple[PositiveInt, ...] | None = None
+    planes: tuple[PositiveInt, ...] | None = None
+    init_features: PositiveInt | None = None
+    growth_rate: PositiveInt | None = None
+    blocks: tuple[PositiveInt, ...] | None = None
+    module: Text | None = Field(None, examples=["mystudy.models:encoder"])
 
     @model_validator(mode="after")
-    def _dicom_only(self) -> _Modality:
+    def _options_of_its_kind(self) -> _Encoder:
+        given = [k for k in type(self).model_fields if k != "kind" and getattr(self, k) is not None]
+        foreign = [k for k in given if k not in OPTIONS[self.kind]]
+        if foreign:
+            raise problem(f"encoder '{self.kind}' has no option '{foreign[0]}'",
+                          f"its options are: {', '.join(OPTIONS[self.kind])}")
+        if self.kind == "module" and self.module is None:
+            raise problem("encoder 'module' needs module: package.module:factory",
+                          "name the factory every party has installed, e.g. module: mystudy.models:encoder")
+        return self
+
+    def spec(self) -> EncoderSpec:
+        return EncoderSpec(self.kind, {k: list(v) if isinstance(v, tuple) else v for k in OPTIONS[self.kind]
+                                       if (v := getattr(self, k)) is not None})
+
+
+class _Modality(StrictModel):
+    """One data key of a site: the per-sample shape its pipeline produces, its encoder (kind and modality: what
+    the site's file is, for the dashboard)."""
+
+    shape: Annotated[tuple[PositiveInt, ...], Field(
+        min_length=1, max_length=4, description="the per-sample shape the site's pipeline produces: [F] for a "
+                                                "table, [C, H, W] or [C, D, H, W] for an image")]
+    kind: Literal["dicom", "table"] | None = None
+    modality: Text | None = None
+    encoder: _Encoder | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _Modality:
         if self.modality is not None and self.kind == "table":
             raise problem(f"modality: {self.modality} is set on a table", "delete 'modality' (DICOM keys only)")
+        if self.kind == "table" and len(self.shape) != 1:
+            raise problem(f"a table's per-sample shape is [F], not {list(self.shape)}",
+                          "write shape: [number of feature columns after encoding]")
+        if self.kind == "dicom" and len(self.shape) not in (3, 4):
+            raise problem(f"an image's per-sample shape is [C, H, W] or [C, D, H, W], not {list(self.shape)}",
+                          "write the channels first, e.g. shape: [1, 64, 64]")
+        if len(self.shape) == 2:
+            raise problem(f"{list(self.shape)} is neither a table [F] nor an image [C, H, W] / [C, D, H, W]",
+                          "put the channels first: a 2D grey image of 64x64 is [1, 64, 64]")
+        return self
+
+
+class _Task(StrictModel):
+    label: Text | None = Field(None, description="the label column (default: the task's name)")
+    kind: Annotated[StrictStr, AfterValidator(one_of(TASK_KINDS))] = "binary"
+    classes: Annotated[StrictInt, Field(ge=2)] | None = None
+    outputs: PositiveInt | None = None
+    head: _Encoder | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_kind(self) -> _Task:
+        if self.kind == "multiclass" and self.classes is None:
+            raise problem("a multiclass task needs classes: N", "write classes: N (the labels are 0..N-1 after "
+                                                               "the site's mapping)")
+        if self.kind != "multiclass" and self.classes is not None:
+            raise problem(f"classes is set on a {self.kind} task", "delete classes, or make the task multiclass")
+        if self.kind != "regression" and self.outputs is not None:
+            raise problem(f"outputs is set on a {self.kind} task", "delete outputs (regression tasks only)")
+        if self.head is not None and self.head.kind != "mlp":
+            raise problem(f"a task's head is an mlp, not '{self.head.kind}'", "write head: {kind: mlp, hidden: [32]}")
         return self
 
 
@@ -184,6 +286,7 @@ class _ExperimentFile(StrictModel):
     experiment: Text = Field(examples=["my-study"])
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     topology: dict[StrictStr, Any] | None = None  # a TopologyConfig once the preset is known
+    tasks: dict[StrictStr, _Task] | None = None
     training: TrainingConfig = TrainingConfig()
     server: _Server = _Server()
     sites: Annotated[tuple[_Site, ...], Field(min_length=1, examples=[[{"name": "hospital_1"}]])]
@@ -201,6 +304,7 @@ class Experiment(StrictModel):
     training: TrainingConfig
     server: ServerConfig
     sites: tuple[SiteEntry, ...]
+    tasks: tuple[TaskEntry, ...] = ()
     path: Path | None = None
     raw: Mapping[str, Any] = Field(default_factory=dict, repr=False, exclude=True)
 
@@ -213,124 +317,142 @@ class Experiment(StrictModel):
                           hint=f"its sites are: {', '.join(names)}")
 
     def digest(self) -> str:
-        """What every party must agree on before training together: topology, training and sites (not paths)."""
-        spec = {"name": self.name, "seed": self.seed, "topology": self.topology.model_dump(),
-                "training": self.training.model_dump(),
-                "sites": [(s.name, s.party, {k: list(v) for k, v in s.shapes.items()}, list(s.labels))
-                          for s in self.sites]}
+        """What every party must agree on before training together: topology, tasks, training and sites (not
+        paths or addresses)."""
+        spec: dict[str, Any] = {
+            "name": self.name, "seed": self.seed, "topology": self.topology.model_dump(),
+            "training": self.training.model_dump(),
+            "sites": [(s.name, s.party, {k: list(v) for k, v in s.shapes.items()}, list(s.labels))
+                      for s in self.sites]}
+        # Added only when used, so that the digests (run ids, checkpoints) of earlier experiments stay the same.
+        encoders = {s.name: {k: e.describe() for k, e in s.encoders.items()} for s in self.sites if s.encoders}
+        if encoders:
+            spec["encoders"] = encoders
+        if self.tasks != self._default_tasks():
+            spec["tasks"] = [t.model_dump() for t in self.tasks]
+        if not spec["topology"].get("factory"):
+            spec["topology"].pop("factory", None)
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _default_tasks(self) -> tuple[TaskEntry, ...]:
+        return default_tasks(self.topology.preset, [s.labels for s in self.sites])
+
+    def study(self) -> StudySpec:
+        """The sites (their data, labels and encoders) and tasks every party builds the topology from."""
+        sites = tuple(SiteSpec(s.party, dict(s.shapes), s.labels, dict(s.encoders)) for s in self.sites)
+        return StudySpec(sites, tuple(t.spec() for t in self.tasks))
 
     def alignment_context(self) -> bytes:
         """Names the study for patient alignment: the same in every run of it, in-process or as nodes."""
         return f"{self.name}|{self.seed}".encode()
 
     def preset_config(self) -> PresetConfig:
-        """Shapes come from the sites' declared modalities (the same at every site); every party builds the same."""
+        """The topology's knobs, as every party builds it."""
         t = self.topology
-        shapes = {k: v for s in self.sites for k, v in s.shapes.items()}
-        cfg = PresetConfig(sites=len(self.sites), ushaped=t.ushaped, merge=t.merge, nopeek=t.nopeek, hops=t.hops,
-                           servers=t.servers, cut_features=t.cut_features, hidden=t.hidden, channels=t.channels)
-        if "image" in shapes:
-            cfg.image_shape = tuple(shapes["image"])
-        if "ehr" in shapes:
-            cfg.ehr_features = int(shapes["ehr"][0])
-        return cfg
+        return PresetConfig(sites=len(self.sites), ushaped=t.ushaped, merge=t.merge, nopeek=t.nopeek, hops=t.hops,
+                            servers=t.servers, cut_features=t.cut_features, hidden=t.hidden, channels=t.channels)
 
     def build_topology(self) -> Topology:
-        """The topology, with weights initialised from the experiment's seed (identical in every process)."""
+        """The topology of this study, weights initialised from the experiment's seed (identical in every
+        process). A refusal names this file and what to change in it."""
         torch.manual_seed(self.seed)
-        topology = build_preset(self.topology.preset, self.preset_config())
-        built, mine = sorted(p.name for p in topology.parties if p.data), sorted(s.party for s in self.sites)
-        if built != mine:  # the preset's default study, built from the declared shapes, has other sites
-            raise config_error(self.path, "sites", f"preset '{self.topology.preset}' builds site parties {built}, "
-                               f"but the sites map to {mine}", f"list one site for each of: {', '.join(built)}")
-        return topology
+        try:
+            if self.topology.factory:
+                built = load_factory(self.topology.factory, "topology.factory")(self.study(), self.preset_config())
+                if not isinstance(built, Topology):
+                    raise ConfigError(f"topology.factory '{self.topology.factory}' returned "
+                                      f"{type(built).__name__}, not a medsplit Topology",
+                                      hint="the factory takes (study, knobs) and returns a Topology")
+                return built
+            return build_preset(self.topology.preset, self.preset_config(), self.study())
+        except MedsplitError as exc:
+            where = f"{self.path}: " if self.path else ""
+            raise type(exc)(f"{where}{exc.message}", hint=exc.hint) from None
 
 
 def _resolve(base: Path, value: str | None) -> Path | None:
     return None if value is None else base / value
 
 
-def _parties(spec: PresetSpec, sites: Sequence[_Site], path: Path | None) -> list[str]:
-    """Each site's party: its own, or the preset's first free party whose data it declares; all distinct."""
-    n = len(sites)
-    if not spec.takes(n):
-        others = ", ".join(p for p, s in PRESETS.items() if s.takes(n))
-        raise config_error(path, "sites", f"preset '{spec.name}' takes {spec.sites_wanted}, got {n}",
-                           f"list {spec.sites_wanted} (delete the others)"
-                           + (f", or choose a preset that takes {n}: {others}" if others else ""))
-    order = spec.site_parties(n)
-    holds = {party: set(keys) for party, (keys, _labels) in spec.site_data(n).items()}
+#: parties the presets create besides the sites: a site may not take one of their names
+_RESERVED_PARTY = re.compile(r"^(server|server_\d+|relay_\d+)$")
+_PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+
+
+def default_tasks(preset: str, labels: Sequence[Sequence[str]]) -> tuple[TaskEntry, ...]:
+    """Without a ``tasks`` section: a binary task for each label the preset's cohort uses that a site declares
+    (diagnosis; multitask: diagnosis and mortality), else one for every label a site declares."""
+    declared = list(dict.fromkeys(label for ls in labels for label in ls))
+    used = [label for label in default_study_labels(preset) if label in declared] if preset else []
+    return tuple(TaskEntry(name=label, label=label) for label in (used or declared))
+
+
+def default_study_labels(preset: str) -> list[str]:
+    spec = PRESETS[preset]
+    return list(dict.fromkeys(label for _keys, labels in spec.site_data(spec.min_sites).values()
+                              for label in labels))
+
+
+def _parties(sites: Sequence[_Site], path: Path | None) -> list[str]:
+    """Each site's party: its own ``party``, else its name; every one distinct and usable as a party name."""
+    parties: dict[str, int] = {}
     for i, s in enumerate(sites):
-        if s.party is not None and s.party not in holds:
-            raise config_error(path, f"sites[{i}].party", f"'{s.party}' is not a site party of preset "
-                               f"'{spec.name}'{did_you_mean(s.party, order)}", f"use one of: {', '.join(order)}")
-    taken: dict[str, int] = {}  # party -> the site that has it
-    explicit = {s.party for s in sites if s.party is not None}
-    for i, s in enumerate(sites):
-        free = [p for p in order if p not in taken and p not in explicit]
-        party = s.party or next((p for p in free if holds[p] <= set(s.modalities)), None)
-        if party is None:
-            held = "; ".join(f"{p}: {', '.join(sorted(holds[p]))}" for p in free)
-            raise config_error(path, f"sites[{i}].party", f"no free site party of preset '{spec.name}' holds only "
-                               f"data this site declares ({', '.join(s.modalities)}); free parties hold: "
-                               f"{held or 'none left'}", f"set each site's party to one of: {', '.join(order)} "
-                               "(each once), with the data that party holds declared under modalities")
-        if party in taken:
-            j = taken[party]
-            raise config_error(path, f"sites[{i}].party", f"'{party}' is also the party of sites[{j}] "
-                               f"('{sites[j].name}'); preset '{spec.name}' needs one site per party",
-                               f"give each site its own party: {', '.join(order)}")
-        missing = sorted(holds[party] - set(s.modalities))
-        if missing:
-            raise config_error(path, f"sites[{i}].modalities", f"party '{party}' of preset '{spec.name}' holds "
-                               f"{', '.join(missing)}, which this site does not declare",
-                               f"declare it, e.g. {missing[0]}: {{shape: [...]}}, or give the site another party")
-        taken[party] = i
-    return sorted(taken, key=taken.__getitem__)
+        party = s.party or s.name
+        where = f"sites[{i}].party" if s.party else f"sites[{i}].name"
+        if not _PARTY_NAME.match(party):
+            raise config_error(path, where, f"'{party}' cannot name a party (letters, digits, '_' and '-' only)",
+                               "give the site a party: with such a name")
+        if _RESERVED_PARTY.match(party):
+            raise config_error(path, where, f"'{party}' is the name of a server or relay party",
+                               "give the site another name, or a party: such as hospital_1")
+        if party in parties:
+            j = parties[party]
+            raise config_error(path, where, f"'{party}' is also the party of sites[{j}] ('{sites[j].name}')",
+                               "give each site its own party")
+        parties[party] = i
+    return list(parties)
 
 
 def _check_sites(sites: Sequence[_Site], path: Path | None) -> None:
-    """Names are unique; a data key has the shape the presets' encoders take, the same at every site."""
+    """Site names are unique; a site that owns no label and holds no data is refused by the topology."""
     names: dict[str, int] = {}
-    shapes: dict[str, tuple[int, tuple[int, ...]]] = {}
     for i, s in enumerate(sites):
         if s.name in names:
             raise config_error(path, f"sites[{i}].name", f"'{s.name}' is also the name of sites[{names[s.name]}]",
                                "give every site its own name")
         names[s.name] = i
-        for key, m in s.modalities.items():
-            where = f"sites[{i}].modalities.{key}.shape"
-            ranks, written = DATA_RANKS.get(key, ((len(m.shape),), ""))
-            if len(m.shape) not in ranks:
-                raise config_error(path, where, f"{list(m.shape)} has {len(m.shape)} number"
-                                   f"{'s' if len(m.shape) > 1 else ''}; a '{key}' sample is {written}",
-                                   f"write the per-sample shape as {written}")
-            if key in shapes and shapes[key][1] != m.shape:
-                j, other = shapes[key]
-                raise config_error(path, where, f"{list(m.shape)} differs from sites[{j}]'s {list(other)}",
-                                   f"declare the same '{key}' shape at every site: one network reads them all")
-            shapes.setdefault(key, (i, m.shape))
 
 
-def _default_preset(sites: Sequence[_Site], path: Path | None) -> str:
-    """The first preset in the registry that takes these sites with the data (and parties) they declare."""
-    first: tuple[str, ConfigError] | None = None
-    for name, spec in PRESETS.items():
-        if spec.takes(len(sites)):
-            try:
-                _parties(spec, sites, path)
-            except ConfigError as exc:
-                first = first or (name, exc)
-                continue
-            return name
-    if first is None:
-        raise config_error(path, "topology.preset", f"is not set, and no preset takes {len(sites)} sites",
-                           f"add topology: {{preset: NAME}}, NAME one of: {', '.join(PRESETS)}")
-    name, misfit = first
-    raise ConfigError(f"{misfit.message} (topology.preset is not set, and no preset fits the sites as declared; "
-                      f"'{name}' is the first that takes {len(sites)})",
-                      hint=f"{misfit.hint}; or set topology: {{preset: NAME}}") from None
+def _default_preset(sites: Sequence[_Site]) -> str:
+    """One site: vanilla; sites that hold the same data: horizontal; else vertical (different data, the same
+    patients)."""
+    if len(sites) == 1:
+        return "vanilla"
+    data = [{k: m.shape for k, m in s.modalities.items()} for s in sites]
+    return "horizontal" if all(d == data[0] for d in data) else "vertical"
+
+
+def _tasks(doc: _ExperimentFile, preset: str, path: Path | None) -> tuple[TaskEntry, ...]:
+    if doc.tasks is None:
+        tasks = default_tasks(preset, [s.labels for s in doc.sites])
+        if not tasks:
+            raise config_error(path, "sites", "no site declares a label, so there is nothing to train",
+                               "list the label columns a site holds under its labels:, e.g. labels: [diagnosis]")
+        return tasks
+    if not doc.tasks:
+        raise config_error(path, "tasks", "is empty", "name at least one task, e.g. tasks: {diagnosis: {}}")
+    declared = {label for s in doc.sites for label in s.labels}
+    out = []
+    for name, t in doc.tasks.items():
+        label = t.label or name
+        if label not in declared:
+            raise config_error(path, f"tasks.{name}.label" if t.label else f"tasks.{name}",
+                               f"label '{label}' is not declared by any site{did_you_mean(label, declared)}",
+                               "list it under the labels: of the site that holds it, or set label: to a column a "
+                               "site declares")
+        out.append(TaskEntry(name=name, label=label, kind=t.kind, classes=t.classes or 2, outputs=t.outputs or 1,
+                             head=t.head.spec() if t.head else None))
+    return tuple(out)
 
 
 def parse_experiment(data: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> Experiment:
@@ -340,19 +462,27 @@ def parse_experiment(data: Mapping[str, Any], path: str | os.PathLike[str] | Non
     doc = validate(_ExperimentFile, data, path)
     _check_sites(doc.sites, path)
     topology = dict(doc.topology or {})
-    if "preset" not in topology:
-        topology["preset"] = _default_preset(doc.sites, path)
+    if "preset" not in topology and "factory" not in topology:
+        topology["preset"] = _default_preset(doc.sites)
     topo = validate(TopologyConfig, topology, path, prefix="topology")
-    parties = _parties(PRESETS[topo.preset], doc.sites, path)
+    if topo.preset:
+        spec = preset_spec(topo.preset)
+        if not spec.takes(len(doc.sites)):
+            others = ", ".join(p for p, s in PRESETS.items() if s.takes(len(doc.sites)))
+            raise config_error(path, "sites", f"preset '{spec.name}' takes {spec.sites_wanted}, got "
+                               f"{len(doc.sites)}", f"list {spec.sites_wanted}, or choose a preset that takes "
+                               f"{len(doc.sites)}: {others}")
+    parties = _parties(doc.sites, path)
     sites = tuple(SiteEntry(name=s.name, party=party, config=_resolve(base, s.config),
-                            shapes={k: m.shape for k, m in s.modalities.items()}, labels=s.labels,
-                            secret_env=s.secret_env, secret_file=_resolve(base, s.secret_file),
+                            shapes={k: m.shape for k, m in s.modalities.items()},
+                            encoders={k: m.encoder.spec() for k, m in s.modalities.items() if m.encoder},
+                            labels=s.labels, secret_env=s.secret_env, secret_file=_resolve(base, s.secret_file),
                             public_key=_resolve(base, s.public_key))
                   for s, party in zip(doc.sites, parties, strict=True))
     server = ServerConfig(host=doc.server.host, port=doc.server.port,
                           run_dir=base / (doc.server.run_dir or Path("runs") / doc.experiment))
     return Experiment(name=doc.experiment, seed=doc.seed, topology=topo, training=doc.training, server=server,
-                      sites=sites, path=path, raw=data)
+                      sites=sites, tasks=_tasks(doc, topo.preset, path), path=path, raw=data)
 
 
 def load_experiment(path: str | os.PathLike[str]) -> Experiment:

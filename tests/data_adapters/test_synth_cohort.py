@@ -114,8 +114,8 @@ def test_experiment_yaml_ties_the_sites_together(horizontal, vertical):
     # only keys something reads: the experiment loader refuses the rest
     assert set(h) == set(v) == {"experiment", "seed", "topology", "sites"}
     exp = load_experiment(vertical.experiment)
-    assert [s.party for s in exp.sites] == ["imaging", "ehr"]
-    assert [s.party for s in load_experiment(horizontal.experiment).sites] == ["hospital_1", "hospital_2", "hospital_3"]
+    assert [s.party for s in exp.sites] == ["site_1", "site_2"]  # a party is its site's name unless given
+    assert [s.party for s in load_experiment(horizontal.experiment).sites] == ["site_1", "site_2", "site_3"]
 
 
 def test_vertical_sites_align_on_exactly_the_shared_patients(vertical, Wire, run_parallel):

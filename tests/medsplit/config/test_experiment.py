@@ -23,7 +23,8 @@ def _vertical() -> dict:
 
 
 def _images(n: int, preset: str | None = None, **knobs) -> dict:
-    data = {"experiment": "study", "sites": [{"name": f"s{i}", "modalities": copy.deepcopy(IMAGE)} for i in range(n)]}
+    data = {"experiment": "study", "sites": [{"name": f"s{i}", "modalities": copy.deepcopy(IMAGE),
+                                             "labels": ["diagnosis"]} for i in range(n)]}
     if preset:
         data["topology"] = {"preset": preset, **knobs}
     return data
@@ -48,39 +49,34 @@ def error(tmp_path, one_format):
 # --- defaults come from the preset registry ------------------------------------------------------------
 
 
-def test_defaults_follow_the_registry():
+def test_defaults():
+    """Sites with different data of the same patients: vertical; each site's party is its name; a binary task
+    for the label the preset uses; the training and server sections' defaults."""
     exp = parse_experiment(_vertical())
-    first = next(name for name, spec in PRESETS.items() if spec.takes(2) and spec.layout == "vertical")
-    assert exp.topology.preset == first == "vertical"
-    assert [s.party for s in exp.sites] == PRESETS["vertical"].site_parties(2)
+    assert exp.topology.preset == "vertical" and [s.party for s in exp.sites] == ["a", "b"]
+    assert [(t.name, t.label, t.kind) for t in exp.tasks] == [("diagnosis", "diagnosis", "binary")]
     assert exp.training.epochs == 5 and exp.server.port == 29500 and exp.server.run_dir.name == "study"
     topo = exp.build_topology()
     parties = {p.name: p for p in topo.parties}
-    assert parties["imaging"].data == {"image": (1, 16, 16)} and parties["ehr"].data == {"ehr": (7,)}
+    assert parties["a"].data == {"image": (1, 16, 16)} and parties["b"].data == {"ehr": (7,)}
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5])
-def test_default_preset_is_the_first_in_the_registry_that_takes_the_sites(n):
+@pytest.mark.parametrize("n,preset", [(1, "vanilla"), (2, "horizontal"), (3, "horizontal"), (5, "horizontal")])
+def test_default_preset_follows_the_sites(n, preset):
+    """One site: vanilla; sites that hold the same data: horizontal (and vertical when their data differ)."""
     exp = parse_experiment(_images(n))
-    expected = next(name for name, spec in PRESETS.items() if spec.takes(n) and spec.site_data(n) and all(
-        keys == ("image",) for keys, _ in spec.site_data(n).values()))
-    assert exp.topology.preset == expected
-    assert [s.party for s in exp.sites] == PRESETS[expected].site_parties(n)
+    assert exp.topology.preset == preset and [s.party for s in exp.sites] == [f"s{i}" for i in range(n)]
 
 
-def test_default_parties_follow_the_data_each_site_declares():
+def test_a_party_is_the_sites_name_unless_given():
     data = _vertical()
-    data["sites"].reverse()  # the EHR site first: parties still go by the data each site holds
-    assert [s.party for s in parse_experiment(data).sites] == ["ehr", "imaging"]
-    data["sites"].insert(0, {"name": "mr", "modalities": copy.deepcopy(IMAGE)})
-    data["topology"] = {"preset": "vertical"}
-    parties = PRESETS["vertical"].site_parties(3)  # imaging, ehr, then more imaging sites
-    assert [s.party for s in parse_experiment(data).sites] == [parties[0], parties[1], parties[2]]
+    data["sites"][0]["party"] = "imaging"
+    assert [s.party for s in parse_experiment(data).sites] == ["imaging", "b"]
 
 
 def test_knob_defaults_are_the_presets():
     defaults, topo = PresetConfig(), TopologyConfig(preset="vanilla")
-    assert set(TopologyConfig.model_fields) - {"preset"} == set(KNOBS)
+    assert set(TopologyConfig.model_fields) - {"preset", "factory"} == set(KNOBS)
     for knob in KNOBS:
         assert getattr(topo, knob) == getattr(defaults, knob), knob
 
@@ -176,7 +172,8 @@ def test_seed_is_a_non_negative_integer(error):
     ([], "sites[1].modalities.ehr.shape", "is empty"),
     ([0], "sites[1].modalities.ehr.shape[0]", "0 is out of range"),
     (7, "sites[1].modalities.ehr.shape", "7 is not a list"),
-    ([7, 2], "sites[1].modalities.ehr.shape", "[7, 2] has 2 numbers; a 'ehr' sample is [F]"),
+    ([7, 2], "sites[1].modalities.ehr", "[7, 2] is neither a table [F] nor an image"),
+    ([1, 2, 3, 4, 5], "sites[1].modalities.ehr.shape", "has 5 items"),
     (None, "sites[1].modalities.ehr.shape", "None is not a list"),
 ])
 def test_a_bad_shape_is_a_config_error_at_its_key(shape, key, problem, error):
@@ -186,18 +183,33 @@ def test_a_bad_shape_is_a_config_error_at_its_key(shape, key, problem, error):
     assert m["key"] == key and problem in m["problem"], m.group(0)
 
 
-def test_an_image_shape_is_channels_and_two_or_three_sizes(error):
+@pytest.mark.parametrize("kind,shape,problem", [("dicom", [32, 32], "[C, H, W] or [C, D, H, W]"),
+                                                 ("dicom", [16], "[C, H, W] or [C, D, H, W]"),
+                                                 ("table", [1, 16, 16], "a table's per-sample shape is [F]")])
+def test_a_shape_fits_the_kind_of_data(kind, shape, problem, error):
     data = _vertical()
-    data["sites"][0]["modalities"]["image"]["shape"] = [32, 32]
+    data["sites"][0]["modalities"]["image"].update(kind=kind, shape=shape)
     m = error(data)
-    assert m["key"] == "sites[0].modalities.image.shape" and "[C, H, W] or [C, D, H, W]" in m["problem"]
+    assert m["key"] == "sites[0].modalities.image" and problem in m["problem"], m.group(0)
 
 
-def test_sites_must_agree_on_a_shared_data_key(error):
+def test_horizontal_sites_must_hold_the_same_data(tmp_path):
     data = _images(3, "horizontal")
     data["sites"][2]["modalities"]["image"]["shape"] = [1, 32, 32]
-    m = error(data)
-    assert m["key"] == "sites[2].modalities.image.shape" and "differs from sites[0]'s [1, 16, 16]" in m["problem"]
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"(?s)exp.yaml: preset 'horizontal' trains one client model.*'s2' holds "
+                                          r"\{'image': \(1, 32, 32\)\}.*fix: give every site the same"):
+        load_experiment(path).build_topology()
+
+
+def test_vertical_sites_may_hold_the_same_key_with_their_own_shapes():
+    """Two institutions holding different columns of the same patients, both under the key 'ehr'."""
+    data = {"experiment": "two-ehr", "topology": {"preset": "vertical"},
+            "sites": [{"name": "a", "modalities": {"ehr": {"shape": [15], "kind": "table"}}},
+                      {"name": "b", "modalities": {"ehr": {"shape": [22], "kind": "table"}}, "labels": ["y"]}]}
+    topo = parse_experiment(data).build_topology()
+    assert {p.name: p.data for p in topo.parties if p.data} == {"a": {"ehr": (15,)}, "b": {"ehr": (22,)}}
 
 
 def test_a_missing_shape_says_what_it_is(error):
@@ -229,15 +241,6 @@ def test_errors_name_the_file_the_key_and_the_fix(change, key, problem, error):
     assert m["key"] == key and problem in m["problem"], m.group(0)
 
 
-def test_a_party_the_preset_lacks_is_refused_with_the_parties_it_has(error):
-    data = _vertical()
-    data["topology"] = {"preset": "vertical"}
-    data["sites"][1]["party"] = "ehrr"
-    m = error(data)
-    assert m["key"] == "sites[1].party" and "'ehrr' is not a site party of preset 'vertical'" in m["problem"]
-    assert "did you mean 'ehr'" in m["problem"] and m["fix"] == "use one of: imaging, ehr"
-
-
 def test_two_sites_on_one_party_are_refused(error):
     data = _vertical()
     data["topology"] = {"preset": "vertical"}
@@ -246,29 +249,23 @@ def test_two_sites_on_one_party_are_refused(error):
         site["party"] = "imaging"
     m = error(data)
     assert m["key"] == "sites[1].party" and "'imaging' is also the party of sites[0] ('a')" in m["problem"]
-    assert "one site per party" in m["problem"]
+    assert "give each site its own party" in m["fix"]
 
 
-def test_a_party_needs_the_data_it_holds(error):
+@pytest.mark.parametrize("party,problem", [("server", "is the name of a server or relay party"),
+                                           ("relay_1", "is the name of a server or relay party"),
+                                           ("a/b", "cannot name a party")])
+def test_a_party_name_must_be_usable(party, problem, error):
     data = _vertical()
-    data["topology"] = {"preset": "vertical"}
-    data["sites"][0]["party"] = "ehr"
+    data["sites"][0]["party"] = party
     m = error(data)
-    assert m["key"] == "sites[0].modalities" and "party 'ehr' of preset 'vertical' holds ehr" in m["problem"]
+    assert m["key"] == "sites[0].party" and problem in m["problem"]
 
 
 @pytest.mark.parametrize("preset,n", [("vertical", 1), ("vanilla", 2), ("horizontal", 1)])
 def test_a_preset_takes_its_number_of_sites(preset, n, error):
     m = error(_images(n, preset))
     assert m["key"] == "sites" and f"preset '{preset}' takes {PRESETS[preset].sites_wanted}, got {n}" in m["problem"]
-
-
-def test_when_no_preset_fits_the_closest_says_why(error):
-    data = _vertical()
-    data["sites"][1]["party"] = "labs"
-    m = error(data)
-    assert m["key"] == "sites[1].party" and "topology.preset is not set" in m["problem"]
-    assert "'vertical' is the first that takes 2" in m["problem"]
 
 
 # --- files --------------------------------------------------------------------------------------------
