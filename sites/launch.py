@@ -22,13 +22,14 @@ from medsplit.runtime import host_party
 from .nodes import secret_env_name
 from .run import print_totals
 
-__all__ = ["run_processes", "CLI"]
+__all__ = ["run_processes", "free_port", "CLI"]
 
 #: how a child process runs the medsplit command line
 CLI = [sys.executable, "-m", "sites.cli"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for the rendezvous of processes started on this machine)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -49,7 +50,7 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
     plan = compile_topology(exp.build_topology())
     host = host_party(plan)
     run_dir = Path(run_dir) if run_dir else exp.server.run_dir
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     # The parties share this machine's cores and take turns computing: OpenMP threads spinning after their
     # work (the default) would steal the cores of the party whose turn it is.

@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,14 @@ import yaml
 
 from data_adapters.config import load_site_config
 from data_adapters.synth import synth_cohort
+from medsplit.config.experiment import load_experiment
+from medsplit.plan import compile_topology
+from medsplit.runstore import RunStore
+from medsplit.topology.presets import PRESETS
 from sites.cli import build_parser
 from sites.cli import main as medsplit_main
-from medsplit.config.experiment import load_experiment
+from sites.launch import free_port
 from sites.nodes import site_options
-from medsplit.plan import compile_topology
-from medsplit.topology.presets import PRESETS
-from medsplit.runstore import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -274,11 +274,6 @@ def test_compose_refers_only_to_images_commands_and_paths_that_exist():
 # --- the containers' commands, run here -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class _Container:
     """What one service's container would see, laid out under ``root``: mounted files copied (so that paths
@@ -340,7 +335,7 @@ def test_the_compose_demo_runs_with_the_containers_commands(tmp_path, capsys):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     data_before = _snapshot(runs / "cohorts")
-    compose, port = _compose(), _free_port()
+    compose, port = _compose(), free_port()
     containers = {name: _Container(compose, name, tmp_path / "containers" / name, runs, volumes, port)
                   for name in ("server", *SITE_SERVICES)}
     for name in SITE_SERVICES:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from sites.cohort import demo_experiment
 from medsplit.config.experiment import load_experiment
-from sites.launch import run_processes
+from medsplit.runstore import RunStore
+from sites.cohort import demo_experiment
+from sites.launch import free_port, run_processes
 from sites.nodes import secret_env_name
 from sites.run import run_in_process
-from medsplit.runstore import RunStore
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "sites.cli"]
@@ -33,18 +32,13 @@ def _experiment(tmp_path: Path, preset: str, *, epochs: int = 2, sites: int = 2,
                                      "timeout": 30, "rejoin_timeout": 90, **training})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class _Cluster:
     """Server and site processes started by hand, so that a test can kill and restart them by PID."""
 
     def __init__(self, exp_path: Path, run_dir: Path) -> None:
         self.exp = load_experiment(exp_path)
-        self.exp_path, self.run_dir, self.port = exp_path, run_dir, _free_port()
+        self.exp_path, self.run_dir, self.port = exp_path, run_dir, free_port()
         self.env = {**os.environ, **{secret_env_name(s.party): f"secret-{s.party}" for s in self.exp.sites}}
         self.procs: dict[str, subprocess.Popen] = {}
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from sites.launch import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -27,16 +28,11 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def dashboard(runs_root, tmp_path):
     """The dashboard as `medsplit dashboard` starts it, on a free localhost port; stopped by its PID."""
-    port = _free_port()
+    port = free_port()
     with open(tmp_path / "streamlit.log", "wb") as log:  # the child keeps its own handle
         proc = subprocess.Popen([sys.executable, "-m", "sites.cli", "dashboard", "--runs", str(runs_root),
                                  "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

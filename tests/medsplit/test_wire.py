@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 import torch
@@ -63,21 +62,19 @@ def test_missing_message_times_out_naming_the_peer(executor):
         return None if m.kind is Kind.GRADIENT else m
 
     trainer = _trainer(drop, executor=executor, timeout=0.5)
-    t0 = time.monotonic()
     with pytest.raises(PeerTimeout, match="party 'hospital' waited 0 s for gradient.*from 'server'"):
         trainer.train_epoch()
-    assert time.monotonic() - t0 < 5
 
 
+@pytest.mark.timeout(60)
 def test_a_failing_party_wakes_the_others_at_once():
-    """In the threaded executor a site whose segment crashes must not leave the server waiting 60 s."""
-    trainer = _trainer(lambda m: m, executor="threaded", timeout=60.0)
+    """In the threaded executor a site whose segment crashes must not leave the server waiting out its wait (an
+    hour here: the test's own 60 s limit fails it if the server is not woken)."""
+    trainer = _trainer(lambda m: m, executor="threaded", timeout=3600.0)
     trainer.runners["hospital"].modules["hospital.encoder"].register_forward_hook(
         lambda *a: (_ for _ in ()).throw(RuntimeError("scanner file vanished")))
-    t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="scanner file vanished"):
         trainer.train_epoch()
-    assert time.monotonic() - t0 < 10
 
 
 def test_wire_refuses_undeclared_sends_before_they_reach_the_transport():
