@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.medsplit-installed
 # The CPU wheel, installed first so that nothing resolves a looser `torch` to a CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test install clean browser
+.PHONY: demo test test-fast lint typecheck install clean browser
 
 install: $(STAMP)
 
@@ -22,8 +22,21 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/medsplit demo --preset vertical --ushaped
 
-test: $(STAMP) browser
+# The README's test command (CI runs it on a fresh clone): lint, types, then every test, the slow ones included.
+test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest -q
+
+# The quick loop while working: lint, types and the tests not marked slow.
+test-fast: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check medsplit sites data_adapters dashboard benchmarks tests
+
+# Strict on the core; the applications are checked with the defaults.
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict medsplit
+	$(BIN)/mypy sites data_adapters dashboard
 
 # Chromium for the dashboard's browser test (Debian's package; Playwright drives it, nothing is downloaded
 # by Playwright). Quiet and idempotent; where apt-get cannot run, that one test is skipped and says why.
