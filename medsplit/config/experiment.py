@@ -37,262 +37,24 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
 import yaml
-from pydantic import (AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import Field
 
 from ..errors import ConfigError, MedsplitError
 from ..suggest import did_you_mean
-from ..topology.encoders import ENCODERS, OPTIONS, EncoderSpec, load_factory
+from ..topology.encoders import load_factory
 from ..topology.model import Topology
-from ..topology.presets import KNOBS, MERGE_KNOB, PRESETS, PresetConfig, build_preset, preset_spec
-from ..topology.study import TASK_KINDS, SiteSpec, StudySpec, TaskSpec
-from .loader import StrictModel, config_error, load_yaml, one_of, problem, validate
+from ..topology.presets import PRESETS, PresetConfig, build_preset, preset_spec
+from ..topology.study import SiteSpec, StudySpec
+from .experiment_file import ExperimentFile, SiteFile
+from .loader import StrictModel, config_error, load_yaml, validate
+from .sections import ServerConfig, SiteEntry, TaskEntry, TopologyConfig, TrainingConfig
 
 __all__ = ["Experiment", "SiteEntry", "TrainingConfig", "ServerConfig", "TopologyConfig", "load_experiment",
            "parse_experiment", "dump_experiment"]
-
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
-Text = Annotated[StrictStr, Field(min_length=1)]
-Seconds = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
-_PRESET = PresetConfig()  # the knobs' defaults are the presets' own
-
-
-class TopologyConfig(StrictModel):
-    """The preset and the knobs of ``PresetConfig`` it reads (setting a knob it does not read is an error), or
-    the study's own ``factory`` (``package.module:build``, given the study and every knob)."""
-
-    preset: StrictStr = Field("", examples=["vertical"])
-    factory: Text | None = Field(None, examples=["mystudy.topologies:build"])
-    ushaped: StrictBool = _PRESET.ushaped
-    merge: Annotated[StrictStr, AfterValidator(one_of(MERGE_KNOB))] = _PRESET.merge
-    nopeek: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = _PRESET.nopeek
-    hops: PositiveInt = _PRESET.hops
-    servers: PositiveInt = _PRESET.servers
-    cut_features: PositiveInt = _PRESET.cut_features
-    hidden: PositiveInt = _PRESET.hidden
-    channels: Annotated[tuple[PositiveInt, ...], Field(min_length=1, examples=[[8, 16]])] = _PRESET.channels
-
-    @field_validator("preset")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name and name not in PRESETS:
-            raise problem(f"unknown preset '{name}'{did_you_mean(name, PRESETS)}", f"use one of: {', '.join(PRESETS)}")
-        return name
-
-    @field_validator("factory")
-    @classmethod
-    def _reference(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None:
-            if info.data.get("preset"):
-                raise problem("preset and factory are both set", "keep one: a preset, or the study's own factory")
-            module, sep, attr = value.partition(":")
-            if not sep or not module or not attr:
-                raise problem(f"'{value}' is not package.module:function", "write e.g. mystudy.topologies:build")
-        return value
-
-    @field_validator(*KNOBS)
-    @classmethod
-    def _read_by_the_preset(cls, value: Any, info: ValidationInfo) -> Any:
-        preset = info.data.get("preset")
-        if preset in PRESETS and info.field_name not in PRESETS[preset].knobs:
-            raise problem(f"preset '{preset}' does not read '{info.field_name}'; it reads "
-                          f"{', '.join(PRESETS[preset].knobs)}",
-                          f"delete '{info.field_name}', or choose a preset that reads it")
-        return value
-
-
-class TrainingConfig(StrictModel):
-    """How every party trains; timeouts are seconds, generous because a 3D activation batch is large."""
-
-    epochs: PositiveInt = 5
-    batch_size: PositiveInt = 32
-    lr: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)] = 1e-3
-    checkpoint_every: PositiveInt = 20
-    timeout: Seconds = 120.0
-    rejoin_timeout: Seconds = 600.0
-
-
-class ServerConfig(StrictModel):
-    """Where the host party listens; ``run_dir`` is absolute."""
-
-    host: str
-    port: int
-    run_dir: Path
-
-
-class SiteEntry(StrictModel):
-    """One site as the experiment knows it: no data, only shapes, encoders, label names and how it proves who
-    it is."""
-
-    name: str
-    party: str
-    config: Path | None
-    shapes: dict[str, tuple[int, ...]]
-    encoders: dict[str, EncoderSpec] = {}
-    labels: tuple[str, ...] = ()
-    secret_env: str | None = None
-    secret_file: Path | None = None
-    public_key: Path | None = None
-
-    def secret(self) -> bytes | None:
-        """The shared secret, from the environment variable or the file named in the experiment."""
-        if self.secret_env:
-            value = os.environ.get(self.secret_env)
-            if not value:
-                raise ConfigError(f"site '{self.name}': environment variable {self.secret_env} is not set",
-                                  hint=f"export {self.secret_env}=<the secret shared with this site>")
-            return value.encode()
-        if self.secret_file:
-            try:
-                return self.secret_file.read_bytes().strip()
-            except OSError as exc:
-                raise ConfigError(f"site '{self.name}': cannot read secret_file {self.secret_file}: {exc.strerror}",
-                                  hint="give the path of the file that holds this site's secret") from exc
-        return None
-
-
-class TaskEntry(StrictModel):
-    """A task of the experiment: its label, kind and (multiclass) classes or (regression) outputs."""
-
-    name: str
-    label: str
-    kind: str = "binary"
-    classes: int = 2
-    outputs: int = 1
-    head: EncoderSpec | None = None
-
-    def spec(self) -> TaskSpec:
-        return TaskSpec(self.name, self.label, self.kind, self.classes, self.outputs, self.head)  # type: ignore[arg-type]
-
-
-# --- what the file says ------------------------------------------------------------------------------
-
-
-class _Encoder(StrictModel):
-    """The network of one data key: a kind of the family and its options (``module`` for ``kind: module``)."""
-
-    kind: Annotated[StrictStr, AfterValidator(one_of(tuple(ENCODERS)))] = Field(examples=["resnet"])
-    hidden: tuple[PositiveInt, ...] | None = None
-    channels: tuple[PositiveInt, ...] | None = None
-    layers: tuple[PositiveInt, ...] | None = None
-    planes: tuple[PositiveInt, ...] | None = None
-    init_features: PositiveInt | None = None
-    growth_rate: PositiveInt | None = None
-    blocks: tuple[PositiveInt, ...] | None = None
-    module: Text | None = Field(None, examples=["mystudy.models:encoder"])
-
-    @model_validator(mode="after")
-    def _options_of_its_kind(self) -> _Encoder:
-        given = [k for k in type(self).model_fields if k != "kind" and getattr(self, k) is not None]
-        foreign = [k for k in given if k not in OPTIONS[self.kind]]
-        if foreign:
-            raise problem(f"encoder '{self.kind}' has no option '{foreign[0]}'",
-                          f"its options are: {', '.join(OPTIONS[self.kind])}")
-        if self.kind == "module" and self.module is None:
-            raise problem("encoder 'module' needs module: package.module:factory",
-                          "name the factory every party has installed, e.g. module: mystudy.models:encoder")
-        return self
-
-    def spec(self) -> EncoderSpec:
-        return EncoderSpec(self.kind, {k: list(v) if isinstance(v, tuple) else v for k in OPTIONS[self.kind]
-                                       if (v := getattr(self, k)) is not None})
-
-
-class _Modality(StrictModel):
-    """One data key of a site: the per-sample shape its pipeline produces, its encoder (kind and modality: what
-    the site's file is, for the dashboard)."""
-
-    shape: Annotated[tuple[PositiveInt, ...], Field(
-        min_length=1, max_length=4, description="the per-sample shape the site's pipeline produces: [F] for a "
-                                                "table, [C, H, W] or [C, D, H, W] for an image")]
-    kind: Literal["dicom", "table"] | None = None
-    modality: Text | None = None
-    encoder: _Encoder | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> _Modality:
-        if self.modality is not None and self.kind == "table":
-            raise problem(f"modality: {self.modality} is set on a table", "delete 'modality' (DICOM keys only)")
-        if self.kind == "table" and len(self.shape) != 1:
-            raise problem(f"a table's per-sample shape is [F], not {list(self.shape)}",
-                          "write shape: [number of feature columns after encoding]")
-        if self.kind == "dicom" and len(self.shape) not in (3, 4):
-            raise problem(f"an image's per-sample shape is [C, H, W] or [C, D, H, W], not {list(self.shape)}",
-                          "write the channels first, e.g. shape: [1, 64, 64]")
-        if len(self.shape) == 2:
-            raise problem(f"{list(self.shape)} is neither a table [F] nor an image [C, H, W] / [C, D, H, W]",
-                          "put the channels first: a 2D grey image of 64x64 is [1, 64, 64]")
-        return self
-
-
-class _Task(StrictModel):
-    label: Text | None = Field(None, description="the label column (default: the task's name)")
-    kind: Annotated[StrictStr, AfterValidator(one_of(TASK_KINDS))] = "binary"
-    classes: Annotated[StrictInt, Field(ge=2)] | None = None
-    outputs: PositiveInt | None = None
-    head: _Encoder | None = None
-
-    @model_validator(mode="after")
-    def _fits_the_kind(self) -> _Task:
-        if self.kind == "multiclass" and self.classes is None:
-            raise problem("a multiclass task needs classes: N", "write classes: N (the labels are 0..N-1 after "
-                                                               "the site's mapping)")
-        if self.kind != "multiclass" and self.classes is not None:
-            raise problem(f"classes is set on a {self.kind} task", "delete classes, or make the task multiclass")
-        if self.kind != "regression" and self.outputs is not None:
-            raise problem(f"outputs is set on a {self.kind} task", "delete outputs (regression tasks only)")
-        if self.head is not None and self.head.kind != "mlp":
-            raise problem(f"a task's head is an mlp, not '{self.head.kind}'", "write head: {kind: mlp, hidden: [32]}")
-        return self
-
-
-class _Site(StrictModel):
-    unused_keys = {"patients": "a site counts its patients from its own files"}
-
-    name: Text = Field(examples=["hospital_1"])
-    party: Text | None = None
-    config: Text | None = None
-    modalities: Annotated[dict[StrictStr, _Modality], Field(min_length=1,
-                                                            examples=[{"image": {"shape": [1, 32, 32]}}])]
-    labels: tuple[StrictStr, ...] = ()
-    secret_env: Text | None = None
-    secret_file: Text | None = None
-    public_key: Text | None = None
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> _Site:
-        if self.secret_env and self.secret_file:
-            raise problem("secret_env and secret_file are both set", "keep one of them")
-        return self
-
-
-class _Server(StrictModel):
-    host: Text = "127.0.0.1"
-    port: Annotated[StrictInt, Field(ge=0, le=65535)] = 29500
-    run_dir: Text | None = None
-
-
-class _ExperimentFile(StrictModel):
-    unused_keys = {"layout": "topology.preset says how the data is laid out",
-                   "split": "each site's own YAML sets its split",
-                   "labels": "each site lists the labels it holds in sites[].labels",
-                   "alignment": "vertical presets align patients by private set intersection",
-                   "synth": "nothing reads how a synthetic cohort was made"}
-
-    experiment: Text = Field(examples=["my-study"])
-    seed: Annotated[StrictInt, Field(ge=0)] = 0
-    topology: dict[StrictStr, Any] | None = None  # a TopologyConfig once the preset is known
-    tasks: dict[StrictStr, _Task] | None = None
-    training: TrainingConfig = TrainingConfig()
-    server: _Server = _Server()
-    sites: Annotated[tuple[_Site, ...], Field(min_length=1, examples=[[{"name": "hospital_1"}]])]
-
-
-# --- the experiment ------------------------------------------------------------------------------------
 
 
 class Experiment(StrictModel):
@@ -393,7 +155,7 @@ def default_study_labels(preset: str) -> list[str]:
                               for label in labels))
 
 
-def _parties(sites: Sequence[_Site], path: Path | None) -> list[str]:
+def _parties(sites: Sequence[SiteFile], path: Path | None) -> list[str]:
     """Each site's party: its own ``party``, else its name; every one distinct and usable as a party name."""
     parties: dict[str, int] = {}
     for i, s in enumerate(sites):
@@ -413,7 +175,7 @@ def _parties(sites: Sequence[_Site], path: Path | None) -> list[str]:
     return list(parties)
 
 
-def _check_sites(sites: Sequence[_Site], path: Path | None) -> None:
+def _check_sites(sites: Sequence[SiteFile], path: Path | None) -> None:
     """Site names are unique; a site that owns no label and holds no data is refused by the topology."""
     names: dict[str, int] = {}
     for i, s in enumerate(sites):
@@ -423,7 +185,7 @@ def _check_sites(sites: Sequence[_Site], path: Path | None) -> None:
         names[s.name] = i
 
 
-def _default_preset(sites: Sequence[_Site]) -> str:
+def _default_preset(sites: Sequence[SiteFile]) -> str:
     """One site: vanilla; sites that hold the same data: horizontal; else vertical (different data, the same
     patients)."""
     if len(sites) == 1:
@@ -432,7 +194,7 @@ def _default_preset(sites: Sequence[_Site]) -> str:
     return "horizontal" if all(d == data[0] for d in data) else "vertical"
 
 
-def _tasks(doc: _ExperimentFile, preset: str, path: Path | None) -> tuple[TaskEntry, ...]:
+def _tasks(doc: ExperimentFile, preset: str, path: Path | None) -> tuple[TaskEntry, ...]:
     if doc.tasks is None:
         tasks = default_tasks(preset, [s.labels for s in doc.sites])
         if not tasks:
@@ -459,7 +221,7 @@ def parse_experiment(data: Mapping[str, Any], path: str | os.PathLike[str] | Non
     """Validate a parsed experiment YAML; ``path`` names the file in errors and anchors relative paths."""
     path = Path(path) if path is not None else None
     base = path.parent if path is not None else Path.cwd()
-    doc = validate(_ExperimentFile, data, path)
+    doc = validate(ExperimentFile, data, path)
     _check_sites(doc.sites, path)
     topology = dict(doc.topology or {})
     if "preset" not in topology and "factory" not in topology:
