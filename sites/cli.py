@@ -33,6 +33,7 @@ commands:
   server   run the server of an experiment (hosts the rendezvous and the run store), or a relay
   site     run a site node: reads its local data, joins the server, trains its segments
   audit    summarise what left a site, from its audit log
+  privacy  attack a preset or an experiment trained on synthetic patients and write its leakage report card
   predict  run a trained model forward on the sites' data; predictions stay at the labels' site
   data     check a site's data (DICOM, EHR tables) exactly as training reads it: `medsplit data check`
   synth    write a synthetic hospital cohort: DICOM files, EHR CSVs, site YAMLs and an experiment YAML
@@ -171,9 +172,66 @@ def build_parser() -> argparse.ArgumentParser:
                               "own process on 127.0.0.1, loading its own checkpoint")
     predict.set_defaults(func=_predict)
 
+    _privacy_command(sub)
     _data_commands(sub)
     _dashboard_command(sub)
     return parser
+
+
+_PRIVACY_EPILOG = """what it does:
+  Trains the topology in this process on synthetic patients shaped like it (never a site's data), then
+  attacks it: a decoder rebuilds each cut's raw input on held-out patients (SSIM for images, R² for
+  tables), gradient attacks read labels that stay at a site (leak AUC), and labels sent to the server are
+  reported as such. The card (card.txt, card.json, PNG figures) goes to RUN_DIR/privacy/, where the
+  dashboard shows it. How to read it: docs/privacy.md.
+
+examples:
+  medsplit privacy --preset ushaped --label-defense marvell --label-strength 4
+  medsplit privacy --preset vanilla --noise 1.0 --json card.json
+  medsplit privacy --preset vertical --ushaped --nopeek 1 --run-dir runs/vertical-nopeek
+  medsplit privacy experiments/vertical.yaml --epochs 3
+"""
+
+
+def _privacy_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("privacy", help="attack a topology on synthetic patients and write its report card",
+                       description="The leakage report card: what the cuts and gradients of a topology give away, "
+                                   "measured by attacks, with and without defenses.",
+                       epilog=_PRIVACY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", nargs="?", metavar="EXP.yaml",
+                   help="an experiment whose topology and shapes to use (instead of --preset)")
+    p.add_argument("--preset", choices=list(PRESETS), help="a preset topology (default: ushaped)")
+    p.add_argument("--nopeek", type=float, default=0.0, metavar="ALPHA",
+                   help="NoPeek on every cut: the dCor gradient at ALPHA times the task's (default: 0, off)")
+    p.add_argument("--nopeek-scale", choices=["relative", "absolute"], default="relative",
+                   help="relative (default): ALPHA times the task gradient's norm; absolute: the paper's "
+                        "loss + ALPHA * dCor")
+    p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="Gaussian noise on every cut, SIGMA times the cut's RMS (default: 0, off)")
+    p.add_argument("--clip", type=float, default=0.0, metavar="C",
+                   help="clip each patient's cut to L2 norm C, before the noise (default: 0, off)")
+    p.add_argument("--label-defense", choices=["marvell", "max_norm"], metavar="NAME",
+                   help="perturb the gradients a label-owning site sends back: marvell or max_norm")
+    p.add_argument("--label-strength", type=float, metavar="S",
+                   help="Marvell's noise power, S times |g1 - g0|^2 (default: 1)")
+    p.add_argument("--epochs", type=int, default=5, metavar="N", help="training epochs (default: 5)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for data, weights, batches and attacks")
+    p.add_argument("--json", metavar="PATH", help="write the run summary with its privacy section as JSON to PATH")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="run store and card (DIR/privacy/) (default: runs/privacy-NAME-seedS)")
+    p.add_argument("--ushaped", action="store_true", help="vertical preset: keep the labels at their site")
+    p.add_argument("--merge", choices=["concat", "sum", "mean"], default="concat", help="vertical preset: merge")
+    p.add_argument("--sites", type=int, default=3, metavar="N", help="sites for horizontal and splitfed (default 3)")
+    p.add_argument("--patients", type=int, default=480, metavar="P",
+                   help="training patients per site; a quarter as many more are held out (default: 480)")
+    p.add_argument("--aux-patients", type=int, default=480, metavar="P",
+                   help="the attacker's auxiliary patients, same distribution, other people (default: 480)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="rows per step (default: 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--decoder-steps", type=int, default=400, metavar="N",
+                   help="training steps of the attacker's decoder (default: 400)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_privacy)
 
 
 def _data_commands(sub: argparse._SubParsersAction) -> None:
@@ -259,6 +317,32 @@ def _demo(args: argparse.Namespace) -> int:
         if args.json:
             write_json({"preset": args.preset, "transport": args.transport, "seed": args.seed,
                         "epochs": args.epochs, "status": "failed", "error": str(exc)}, args.json)
+        raise
+    if args.json:
+        write_json(summary, args.json)
+        print(f"summary written to {args.json}")
+    return 0
+
+
+def _privacy(args: argparse.Namespace) -> int:
+    from .demo import write_json
+    from .privacy import PrivacyOptions, run_privacy
+
+    if args.experiment and args.preset:
+        raise ConfigError("give an experiment or --preset, not both", hint="drop one of them")
+    opts = PrivacyOptions(preset=args.preset or "ushaped", experiment=args.experiment, epochs=args.epochs,
+                          seed=args.seed, nopeek=args.nopeek, nopeek_scale=args.nopeek_scale, noise=args.noise,
+                          clip=args.clip, label_defense=args.label_defense, label_strength=args.label_strength,
+                          ushaped=args.ushaped, merge=args.merge, sites=args.sites, patients=args.patients,
+                          aux_patients=args.aux_patients, batch_size=args.batch_size, lr=args.lr,
+                          decoder_steps=args.decoder_steps, run_dir=args.run_dir,
+                          progress=not args.quiet and sys.stderr.isatty())
+    try:
+        summary = run_privacy(opts)
+    except MedsplitError as exc:
+        if args.json:
+            write_json({"preset": opts.preset, "experiment": args.experiment, "seed": args.seed,
+                        "status": "failed", "error": str(exc)}, args.json)
         raise
     if args.json:
         write_json(summary, args.json)

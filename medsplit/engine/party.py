@@ -112,6 +112,7 @@ class PartyRunner:
         self.replicas = {i: next((s for s in g if s in self.segments), None)
                          for i, g in enumerate(plan.topology.replicas)}
         self._cut_sources = {e.src for e in plan.edges.values()}
+        self._task_labels: dict[str, list[str]] = {}
         self._state: dict[int, _StepState] = {}
         self._weights_in: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
         self._averaged: dict[int, torch.Tensor] = {}
@@ -202,6 +203,8 @@ class PartyRunner:
         self._check_rows(step, xs[0].shape[0], f"segment '{seg.name}'")
         with torch.set_grad_enabled(train):
             out = self.modules[seg.name](merge_inputs(xs, seg.merge))
+            for defense in seg.defenses:  # what leaves is the defended cut (noise, clipping), in every phase
+                out = defense.activation(out, train=train)
         st.outputs[seg.name] = out
         if raw:
             st.raw[seg.name] = raw
@@ -219,6 +222,8 @@ class PartyRunner:
             edge = self.plan.edges[op.target]
             leaf = st.leaves[(edge.dst, edge.src)]
             tensor = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+            for defense in self.segments[edge.dst].defenses:  # label defenses, at the labels' site
+                tensor = defense.label_gradient(tensor, self._defended_labels(st, edge.dst))
             dst = edge.src_party
         elif op.kind is Kind.LABEL:
             flow = self.plan.label_flows[op.target]
@@ -308,14 +313,19 @@ class PartyRunner:
             leaf = st.leaves.get((consumer, seg.name))
             if leaf is not None and self.plan.segments[consumer].party == self.name and leaf.grad is not None:
                 grad = leaf.grad if grad is None else grad + leaf.grad
+        raw = _joined(st.raw[seg.name]) if seg.name in st.raw else None
         roots: list[torch.Tensor] = []
         grads: list[torch.Tensor | None] = []
         if grad is not None:
+            for defense in seg.defenses:  # NoPeek adds its gradient to the one that came back
+                grad = defense.cut_gradient(raw, out, grad)
             roots.append(out)
             grads.append(grad)
         roots += st.losses.get(seg.name, [])
         for defense in seg.defenses:
-            roots.append(defense.loss(_joined(st.raw[seg.name]), out))
+            term = defense.loss(raw, out) if raw is not None else None
+            if term is not None:
+                roots.append(term)
         grads += [None] * (len(roots) - len(grads))
         if roots and out.requires_grad:
             torch.autograd.backward(roots, grads)
@@ -338,6 +348,26 @@ class PartyRunner:
         self._averaged[op.group] = (stacked * (weights / weights.sum()).unsqueeze(1)).sum(0)
         self._round_averaged = True
 
+    def cut_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """What this party would send for a batch of its own rows: {segment: defended output} of every segment
+        whose output leaves the party, computed by the same forward as an evaluation step (no message moves).
+
+        For attacks that ask what a cut reveals about inputs the other party never saw (``medsplit.privacy``).
+        """
+        step = -1  # a step number no schedule uses
+        kept = {k: list(v) for k, v in self.eval_dcor.items()}  # this is not an evaluation of the run
+        self._begin(step, "eval", batch)
+        try:
+            for name in self.plan.order:
+                seg = self.segments.get(name)
+                if seg is not None and all(i in self._state[step].outputs for i in seg.segment_inputs):
+                    self._forward(Op("forward", self.name, name), step, "eval")
+            outputs = self._state[step].outputs
+            return {n: outputs[n].detach() for n in outputs if n in self._cut_sources}
+        finally:
+            self.eval_dcor = defaultdict(list, kept)
+            self._finish(step, "eval")
+
     # --- helpers -----------------------------------------------------------------------------------
 
     def _labels(self, st: _StepState, label: str, step: int) -> torch.Tensor:
@@ -345,6 +375,18 @@ class PartyRunner:
             raise DataError(f"party '{self.name}' has no labels '{label}' at step {step}",
                             hint="the labels' owner must provide the label column in its data")
         return st.batch[label]
+
+    def _defended_labels(self, st: _StepState, segment: str) -> torch.Tensor | None:
+        """The labels of the one task whose head is ``segment`` or after it at this party (for label defenses)."""
+        if segment not in self._task_labels:
+            below, todo = set(), [segment]
+            while todo:
+                s = todo.pop()
+                below.add(s)
+                todo += [c for c in self.plan.consumers[s] if c in self.segments and c not in below]
+            self._task_labels[segment] = sorted({t.label for t in self.plan.tasks.values() if t.head in below})
+        labels = self._task_labels[segment]
+        return st.batch.get(labels[0]) if len(labels) == 1 else None
 
     def _check_rows(self, step: int, rows: int, what: str) -> None:
         st = self._state[step]
