@@ -54,8 +54,8 @@ def roc_figure(task: str, rocs: Mapping[str, Mapping[str, tuple[np.ndarray, np.n
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
     for who, attacks in sorted(rocs.items()):
         for attack, (y, s) in sorted(attacks.items()):
-            auc = leak_auc(y, s, either_way=attack == "norm")
-            if attack == "norm" and leak_auc(y, s, either_way=False) < 0.5:
+            auc = leak_auc(y, s)
+            if leak_auc(y, s, either_way=False) < 0.5:
                 s = -s  # the attacker's better orientation, as the AUC reports it
             fpr, tpr = roc_curve(y, s)
             ax.plot(fpr, tpr, lw=1.4, label=f"{attack} ({who.split(' via ')[0]}), AUC {auc:.2f}")

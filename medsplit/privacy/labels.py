@@ -4,10 +4,12 @@ The attacker is a party that receives the gradient of a loss computed at another
 lacks the labels: the server of a U-shaped topology, or a site of a vertical one. Scores are computed per
 batch (the model moves between batches) and the leak AUC is their mean over batches.
 
-- norm: score = |g_i|; with a rare positive class, positives' gradients are larger. The attacker is given
-  the better orientation (the AUC is at least 0.5).
+- norm: score = |g_i|; with a rare positive class, positives' gradients are larger.
 - direction: the attacker knows the label of one positive patient in the batch (the paper's assumption) and
   scores every other patient by cos(g_i, g_known); gradients of opposite labels point in opposite directions.
+
+Both are given the better orientation (the AUC is at least 0.5): a defense that flips the score's sign has
+not hidden the labels, and the card must not call it private.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def label_leakage(batches: Sequence[tuple[torch.Tensor, torch.Tensor]], pool_las
         rest = np.arange(len(y)) != ref
         if ref >= 0 and 0 < y[rest].sum() < rest.sum():
             s = direction_scores(grad, ref).numpy()[rest]
-            direction.append(leak_auc(y[rest], s, either_way=False))
+            direction.append(leak_auc(y[rest], s))
             if i >= keep_from:
                 pooled["direction"][0].append(y[rest])
                 pooled["direction"][1].append(s)

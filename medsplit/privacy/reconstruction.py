@@ -117,16 +117,19 @@ class ReconstructionResult:
 def score_reconstruction(x: torch.Tensor, x_hat: torch.Tensor, x_aux_mean: torch.Tensor,
                          data_range: float | None = None) -> ReconstructionResult:
     """MSE, PSNR (over ``data_range``, default the held-out data's max - min) and SSIM for images (N, C, ...),
-    or MSE, PSNR and mean per-feature R² for tables (N, F)."""
+    or MSE, PSNR and mean per-feature R² for tables (N, F). SSIM is taken on intensities shifted to start at 0."""
     x, x_hat = x.float(), x_hat.float()
-    rng = float(data_range if data_range is not None else (x.max() - x.min()))
+    lo = float(x.min())
+    rng = float(data_range if data_range is not None else (x.max() - lo))
     base = x_aux_mean.float().expand_as(x)
 
     def numbers(pred: torch.Tensor) -> dict[str, float | None]:
         mse = float((pred - x).pow(2).mean())
         out: dict[str, float | None] = {"mse": mse, "psnr": psnr(mse, rng)}
         if x.dim() >= 4:
-            out["ssim"] = float(ssim(x, pred, rng).mean())
+            # On intensities from 0 (as SSIM's constants assume): on zero-centred images its luminance term
+            # divides by local means near 0 and calls a near-perfect reconstruction dissimilar.
+            out["ssim"] = float(ssim(x - lo, pred - lo, rng).mean())
         else:
             out["r2"] = float(r2_per_feature(x, pred).mean())
         return out
