@@ -12,13 +12,14 @@ if _ROOT not in sys.path:  # streamlit puts this script's folder on sys.path, no
 import streamlit as st
 
 from dashboard.settings import runs_root
-from dashboard.views import compare, launch, progress, topology
+from dashboard.views import compare, launch, privacy, progress, topology
 
 SECTIONS = {"Topology": topology.render, "Launch": launch.render, "Progress": progress.render,
-            "Compare": compare.render}
+            "Compare": compare.render, "Privacy": privacy.render}
 _KEEP = ("t_", "c_", "l_", "p_", "run")  # widget keys that outlive their section; buttons are "b_*"
 _PRIVACY = ("Reads run stores only: metrics, bytes, timings and node status. No images, no per-patient rows, "
-            "no patient IDs; a site's data report appears as counts.")
+            "no patient IDs; a site's data report appears as counts, small counts as <10. Images appear only in "
+            "privacy report cards, which run on synthetic patients.")
 
 st.set_page_config(page_title="medsplit", page_icon=":material/hub:", layout="wide")
 state = st.session_state

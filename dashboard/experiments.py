@@ -12,7 +12,7 @@ import yaml
 
 from medsplit.errors import ConfigError, MedsplitError
 from medsplit.config.experiment import Experiment, parse_experiment
-from medsplit.config.loader import config_error, parse_yaml
+from medsplit.config.loader import CONFIG_KEY, config_error, parse_yaml
 from medsplit.plan import Plan, compile_topology
 from medsplit.topology.presets import KNOBS, PRESETS, PresetConfig
 
@@ -118,6 +118,10 @@ def from_yaml(text: str, path: str | Path | None = None) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise config_error(path, "(top level)", f"expected a mapping of keys, got {type(data).__name__}",
                            "write the experiment as 'key: value' lines")
+    odd = [k for k in data if not isinstance(k, str) or not CONFIG_KEY.fullmatch(k)]
+    if odd:  # a data file that happens to parse as a mapping: its "keys" are a patient's values
+        raise config_error(path, "(top level)", f"{len(odd)} key(s) are not experiment keys (not shown: they look "
+                           "like data, not configuration)", "open the experiment YAML, not a site's data file")
     return dict(data)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import runs
+from dashboard.privacy import count
 from dashboard.reports import load_reports
 
 __all__ = ["pick_run", "run_header", "node_table", "report_tables"]
@@ -67,7 +68,7 @@ def report_tables(run_dir: Path, info: dict) -> None:
     rows = [{"site": c["site"], "found": c["found"], "loaded": c["loaded"], "rejected": c["rejected"],
              "rejected by reason": ", ".join(f"{k} {v}" for k, v in c["rejected by reason"].items()) or "–",
              "split": ", ".join(f"{k} {v}" for k, v in c["split"].items()) or "–",
-             "labels": "; ".join(f"{k}: " + ", ".join(f"{c_} {n}" for c_, n in v.items())
+             "labels": "; ".join(f"{k}: " + ", ".join(f"{c_} {count(n)}" for c_, n in v.items())
                                  for k, v in c["label balance"].items()) or "–",
              "shapes": ", ".join(f"{k} {tuple(v)}" for k, v in c["shapes"].items())} for c in counts]
     st.dataframe(pd.DataFrame(rows), hide_index=True)

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import runs
+from dashboard.views.privacy import compare_chart
 
 __all__ = ["render", "overlay"]
 
@@ -61,3 +62,4 @@ def render(root: Path) -> None:
                           y_label="val loss")
     st.subheader("Final metrics")
     st.dataframe(pd.DataFrame([runs.final_row(r) for r in loaded]), hide_index=True)
+    compare_chart(loaded)

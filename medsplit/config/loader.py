@@ -14,6 +14,7 @@ unknown key, with a fix that says so.
 from __future__ import annotations
 
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -27,10 +28,13 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from ..errors import ConfigError
 from ..suggest import did_you_mean
 
-__all__ = ["StrictModel", "load_yaml", "parse_yaml", "validate", "config_error", "key_path", "problem", "one_of"]
+__all__ = ["StrictModel", "load_yaml", "parse_yaml", "validate", "config_error", "key_path", "problem", "one_of",
+           "yaml_problem", "CONFIG_KEY"]
 
 M = TypeVar("M", bound=BaseModel)
 _PROBLEM = "medsplit_problem"
+#: what a config key looks like; anything else (a data file's line read as a key) is never repeated in an error
+CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,47}")
 # what a value should be, in a site administrator's words, by pydantic error type
 _WANTED = {"int_type": "an integer", "int_from_float": "a whole number", "int_parsing": "an integer",
            "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
@@ -85,7 +89,9 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         k = loader.construct_object(key_node, deep=deep)
         if k in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {k!r} appears twice (first on line {seen[k] + 1})", key_node.start_mark)
+                None, None, f"key {k!r} appears twice (first on line {seen[k] + 1})" if isinstance(k, str)
+                and CONFIG_KEY.fullmatch(k) else f"a key appears twice (first on line {seen[k] + 1})",
+                key_node.start_mark)
         seen[k] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
@@ -99,13 +105,22 @@ def config_error(path: Path | str | None, key: str, problem: str, fix: str | Non
     return ConfigError(f"{where}{key or '(top level)'}: {problem}", hint=fix)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), never the text there: a file opened by mistake may be a
+    site's data file, and its lines are patients (PyYAML's own message quotes the offending line)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def parse_yaml(text: str, path: Path | str | None = None, what: str = "file") -> Any:
-    """YAML text to Python values, refusing duplicate keys; a syntax error names the line."""
+    """YAML text to Python values, refusing duplicate keys; a syntax error names the line, never its text."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise config_error(path, "(YAML)", f"not valid YAML: {' '.join(str(exc).split())}",
-                           f"fix the YAML syntax of this {what} at the line shown") from None
+        raise config_error(path, "(YAML)", f"not valid YAML: {yaml_problem(exc)}",
+                           f"fix the YAML syntax of this {what} at the line shown (is it the {what}?)") from None
 
 
 def load_yaml(path: str | os.PathLike[str], what: str = "config file", example: str | None = None) -> Any:
@@ -117,9 +132,14 @@ def load_yaml(path: str | os.PathLike[str], what: str = "config file", example: 
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
-    """('sites', 0, 'modalities', 'image') -> 'sites[0].modalities.image'."""
+    """('sites', 0, 'modalities', 'image') -> 'sites[0].modalities.image'.
+
+    A key that does not look like a config key (a data file's line read as one) is not repeated.
+    """
     out = ""
     for part in loc:
+        if not isinstance(part, int) and not CONFIG_KEY.fullmatch(str(part)):
+            part = "<a key that is not a config key, not shown>"
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
