@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default); 'rpc' likewise over torch.distributed.rpc; 'local' runs every party in "
                            "this process")
     demo.add_argument("--nopeek", type=float, default=0.0, metavar="ALPHA",
-                      help="add ALPHA * dCor(raw input, cut activations) to every site's loss (default: 0, off)")
+                      help="NoPeek on every site: descend dCor(raw input, cut activations) too, its gradient ALPHA "
+                           "times the task's (default: 0, off; docs/privacy.md)")
     demo.add_argument("--epochs", type=int, default=5, metavar="N", help="training epochs (default: 5)")
     demo.add_argument("--seed", type=int, default=0, metavar="S", help="seed for data, weights and batches")
     demo.add_argument("--json", metavar="PATH", help="write the run summary as JSON to PATH")

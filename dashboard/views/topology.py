@@ -151,7 +151,8 @@ def _knobs_form(preset: str) -> None:
         next(c).text_input("Conv channels", key="t_channels", help="site encoder channels, e.g. 8, 16")
     if "nopeek" in knobs:
         next(c).number_input("NoPeek α", min_value=0.0, step=0.1, format="%.2f", key="t_nopeek",
-                             help="adds α·dCor(raw input, cut) to each site's loss; 0 is off")
+                             help="NoPeek: each site also descends dCor(raw input, cut), pulling α times as hard "
+                                  "as the task; 0 is off")
     if "merge" in knobs:
         next(c).selectbox("Merge at the server", list(MERGE_KNOB), key="t_merge")
     if "ushaped" in knobs:
