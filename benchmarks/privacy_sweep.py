@@ -73,9 +73,9 @@ def verdicts(rows: list[dict]) -> None:
     for r in rows:
         base.setdefault(r["preset"], r["val_auc"])
         r["auc_drop"] = base[r["preset"]] - r["val_auc"]
-        leaks = [max(v for v in (l["norm"], l["direction"]) if v is not None) for l in r["labels"].values()
-                 if not l["shared"] and (l["norm"] is not None or l["direction"] is not None)]
-        shared = any(l["shared"] for l in r["labels"].values())
+        leaks = [max(v for v in (lab["norm"], lab["direction"]) if v is not None) for lab in r["labels"].values()
+                 if not lab["shared"] and (lab["norm"] is not None or lab["direction"] is not None)]
+        shared = any(lab["shared"] for lab in r["labels"].values())
         r["labels_ok"] = False if shared else all(x <= LEAK_AUC_GOAL for x in leaks)
         r["cuts_ok"] = [c for c, v in r["cuts"].items() if v["ssim"] is not None and v["ssim"] <= SSIM_GOAL]
         r["goal"] = bool(r["cuts_ok"]) and r["labels_ok"] and r["auc_drop"] <= 0.01
@@ -86,16 +86,16 @@ def _f(v: float | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| preset | defense | val AUC | Δ AUC | cut: dCor / SSIM (baseline) or R² | label leak AUC: norm / direction "
-           "| goal met |", "|---|---|---|---|---|---|---|"]
+    out = ["| preset | defense | val AUC | Δ AUC | cut: dCor / SSIM (baseline) or R² "
+           "| label leak AUC: norm / direction | goal met |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         cuts = "<br>".join(f"{c}: {_f(v['dcor'])} / " + (f"SSIM {_f(v['ssim'])} ({_f(v['baseline_ssim'])})"
                                                         if v["ssim"] is not None else f"R² {_f(v['r2'])}")
                            for c, v in sorted(r["cuts"].items()))
-        labels = "<br>".join(("sent in the clear" if l["shared"] else "") +
-                             (f"{'; ' if l['shared'] else ''}{_f(l['norm'])} / {_f(l['direction'])}"
-                              if l["norm"] is not None or l["direction"] is not None else "")
-                             for l in r["labels"].values())
+        labels = "<br>".join(("sent in the clear" if lab["shared"] else "") +
+                             (f"{'; ' if lab['shared'] else ''}{_f(lab['norm'])} / {_f(lab['direction'])}"
+                              if lab["norm"] is not None or lab["direction"] is not None else "")
+                             for lab in r["labels"].values())
         goal = ("yes: " + ", ".join(r["cuts_ok"])) if r["goal"] else "no"
         out.append(f"| {r['preset']} | {r['defense']} | {r['val_auc']:.3f} | {-r['auc_drop']:+.3f} | {cuts} | "
                    f"{labels} | {goal} |")
@@ -116,8 +116,8 @@ def plot(rows: list[dict], path: Path) -> None:
         if ssims:
             axes[0].scatter(-r["auc_drop"], max(ssims), marker=m)
             axes[0].annotate(f"{r['preset'].split()[0]}: {r['defense']}", (-r["auc_drop"], max(ssims)), fontsize=6)
-        leaks = [max(v for v in (l["norm"], l["direction"]) if v is not None) for l in r["labels"].values()
-                 if not l["shared"] and (l["norm"] is not None or l["direction"] is not None)]
+        leaks = [max(v for v in (lab["norm"], lab["direction"]) if v is not None) for lab in r["labels"].values()
+                 if not lab["shared"] and (lab["norm"] is not None or lab["direction"] is not None)]
         if leaks:
             axes[1].scatter(-r["auc_drop"], max(leaks), marker=m)
             axes[1].annotate(f"{r['preset'].split()[0]}: {r['defense']}", (-r["auc_drop"], max(leaks)), fontsize=6)

@@ -12,12 +12,23 @@ from typing import Any, TextIO
 import torch
 
 from medsplit.config import load_experiment
+from medsplit.data import SiteData
 from medsplit.errors import ConfigError
-from medsplit.privacy import CardRun, attack, render_card
+from medsplit.plan import compile_topology
+from medsplit.privacy import CardRun, PrivacyCard, attack, render_card
 from medsplit.privacy.figures import reconstruction_figure, roc_figure, safe_name
-from medsplit.synthetic import preset_data
-from medsplit.topology import (LABEL_DEFENSES, Clip, CutDefense, GaussianNoise, NoPeek, PresetConfig, build_preset,
-                               defend, make_defense)
+from medsplit.synthetic import preset_data, study_data
+from medsplit.topology import (
+    LABEL_DEFENSES,
+    Clip,
+    CutDefense,
+    GaussianNoise,
+    NoPeek,
+    PresetConfig,
+    build_preset,
+    defend,
+    make_defense,
+)
 from medsplit.topology.defenses import NOPEEK_SCALES, tail_segments
 from medsplit.topology.model import Topology
 
@@ -74,13 +85,21 @@ def _check(opts: PrivacyOptions) -> None:
         raise ConfigError("--label-strength sets Marvell's noise power", hint="add --label-defense marvell")
 
 
-def _topology(opts: PrivacyOptions) -> tuple[Topology, PresetConfig, str]:
+def _topology(opts: PrivacyOptions) -> tuple[Topology, PresetConfig | None, str]:
+    """The preset's topology and its config, or the experiment's topology (its study has its own shapes)."""
     torch.manual_seed(opts.seed)
     if opts.experiment:
         exp = load_experiment(opts.experiment)
-        return exp.build_topology(), exp.preset_config(), exp.name
+        return exp.build_topology(), None, exp.name
     cfg = PresetConfig(sites=opts.sites, ushaped=opts.ushaped, merge=opts.merge)
     return build_preset(opts.preset, cfg), cfg, opts.preset
+
+
+def _cohort(topology: Topology, cfg: PresetConfig | None, seed: int, patients: int) -> dict[str, SiteData]:
+    """A preset's synthetic cohort, or tensors of an experiment's declared shapes and label kinds."""
+    if cfg is not None:
+        return preset_data(topology, cfg, seed=seed, patients=patients)
+    return study_data(compile_topology(topology), seed=seed, patients=patients)
 
 
 def _defended(topology: Topology, opts: PrivacyOptions) -> Topology:
@@ -111,9 +130,9 @@ def run_privacy(opts: PrivacyOptions, out: TextIO | None = None) -> dict[str, An
     _check(opts)
     topology, cfg, name = _topology(opts)
     topology = _defended(topology, opts)
-    data = preset_data(topology, cfg, seed=opts.seed, patients=opts.patients)
+    data = _cohort(topology, cfg, opts.seed, opts.patients)
     # The attacker's auxiliary patients: the same distribution, other people (another seed).
-    aux = preset_data(topology, cfg, seed=opts.seed + 7919, patients=opts.aux_patients)
+    aux = _cohort(topology, cfg, opts.seed + 7919, opts.aux_patients)
     run_dir = Path(opts.run_dir or f"runs/privacy-{safe_name(name)}-seed{opts.seed}")
     run = CardRun.start(topology, data, optimizer=lambda params: torch.optim.Adam(params, lr=opts.lr),
                         batch_size=opts.batch_size, seed=opts.seed)
@@ -135,7 +154,7 @@ def run_privacy(opts: PrivacyOptions, out: TextIO | None = None) -> dict[str, An
     return summary
 
 
-def _write_card(folder: Path, summary: dict[str, Any], card, text: str) -> None:
+def _write_card(folder: Path, summary: dict[str, Any], card: PrivacyCard, text: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
     for cut, (x, x_hat) in card.examples.items():
@@ -143,7 +162,9 @@ def _write_card(folder: Path, summary: dict[str, Any], card, text: str) -> None:
         figures[f"reconstruction {cut}"] = reconstruction_figure(
             cut, x, x_hat, ssim, folder / f"reconstruction_{safe_name(cut)}.png").name
     for task, rocs in card.rocs.items():
-        figures[f"label leakage {task}"] = roc_figure(task, rocs, folder / f"roc_{safe_name(task)}.png").name
-    keep = {k: summary[k] for k in ("name", "preset", "seed", "epochs", "metrics", "dcor") if k in summary}
+        png = folder / f"roc_{safe_name(task)}.png"
+        figures[f"label leakage {task}"] = roc_figure(task, rocs, png).name
+    keys = ("name", "preset", "seed", "epochs", "metrics", "dcor")
+    keep: dict[str, Any] = {k: summary[k] for k in keys if k in summary}
     write_json({**keep, "privacy": card.section, "figures": figures}, folder / "card.json")
     (folder / "card.txt").write_text(text + "\n")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import SiteData
+from ..data import BatchSource, SiteData
 from ..engine.trainer import SplitTrainer
 from ..plan.plan import Plan
 from ..topology.model import Topology
@@ -50,7 +50,8 @@ class PrivacyCard:
 
     section: dict[str, Any]
     examples: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # cut: (x, x_hat)
-    rocs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)  # task: attack: (y, s)
+    # task: attacker: attack: (labels, scores), pooled over the last epoch
+    rocs: dict[str, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]] = field(default_factory=dict)
 
 
 def raw_inputs(plan: Plan, segment: str) -> list[str]:
@@ -77,8 +78,9 @@ def _downstream(plan: Plan, segment: str) -> set[str]:
     return out
 
 
-def _everything(source) -> dict[str, torch.Tensor]:
-    return source.batch(list(range(len(source))))
+def _everything(source: BatchSource) -> dict[str, torch.Tensor]:
+    rows: dict[str, torch.Tensor] = source.batch(list(range(len(source))))
+    return rows
 
 
 def _cut_report(run: CardRun, aux: Mapping[str, SiteData], segment: str, *, steps: int, seed: int
@@ -110,14 +112,15 @@ def _cut_report(run: CardRun, aux: Mapping[str, SiteData], segment: str, *, step
     return report, example
 
 
-def _label_report(run: CardRun, task_name: str, pool_last: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _label_report(run: CardRun, task_name: str, pool_last: int
+                  ) -> tuple[dict[str, Any], dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
     trainer, plan = run.trainer, run.trainer.plan
     task = plan.tasks[task_name]
     flows = [f for f in plan.label_flows.values() if f.task == task.name]
     holders = set(plan.label_owners(task.label)) | {f.dst for f in flows}
     report: dict[str, Any] = {"shared": bool(flows), "sent_to": sorted({f.dst for f in flows}),
                               "norm_leak_auc": None, "direction_leak_auc": None, "attackers": {}}
-    rocs: dict[str, Any] = {}
+    rocs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     if task.loss != "bce":
         report["note"] = "gradient label attacks are defined for binary tasks; this task is not attacked"
         return report, rocs

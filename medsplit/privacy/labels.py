@@ -27,13 +27,15 @@ __all__ = ["norm_scores", "direction_scores", "LabelLeak", "label_leakage"]
 
 def norm_scores(grad: torch.Tensor) -> torch.Tensor:
     """The L2 norm of each patient's gradient."""
-    return grad.reshape(grad.shape[0], -1).double().norm(dim=1)
+    out: torch.Tensor = grad.reshape(grad.shape[0], -1).double().norm(dim=1)
+    return out
 
 
 def direction_scores(grad: torch.Tensor, reference: int) -> torch.Tensor:
     """Cosine similarity of each patient's gradient with patient ``reference``'s."""
     flat = grad.reshape(grad.shape[0], -1).double()
-    return torch.nn.functional.cosine_similarity(flat, flat[reference].unsqueeze(0), dim=1, eps=1e-30)
+    out: torch.Tensor = torch.nn.functional.cosine_similarity(flat, flat[reference].unsqueeze(0), dim=1, eps=1e-30)
+    return out
 
 
 @dataclass
@@ -52,7 +54,7 @@ def label_leakage(batches: Sequence[tuple[torch.Tensor, torch.Tensor]], pool_las
     """Both attacks on each (gradient, binary labels) batch; ``pool_last`` batches' scores are kept for a ROC
     curve (every batch when 0)."""
     norm, direction = [], []
-    pooled: dict[str, tuple[list, list]] = {"norm": ([], []), "direction": ([], [])}
+    pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"norm": ([], []), "direction": ([], [])}
     keep_from = len(batches) - pool_last if pool_last else 0
     patients = positives = 0
     for i, (grad, labels) in enumerate(batches):

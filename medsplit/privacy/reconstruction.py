@@ -32,6 +32,9 @@ class Decoder(nn.Module):
     cut does not handicap the attacker.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, cut_shape: tuple[int, ...], target_shape: tuple[int, ...], width: int = 32) -> None:
         super().__init__()
         self.cut_shape, self.target_shape = tuple(cut_shape), tuple(target_shape)
@@ -53,7 +56,7 @@ class Decoder(nn.Module):
         up = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
         layers: list[nn.Module] = [_conv(dims, cut_shape[0], width), nn.ReLU()]
         current, w = tuple(cut_shape[1:]), width
-        while any(c < s for c, s in zip(current, size)):
+        while any(c < s for c, s in zip(current, size, strict=True)):
             nxt = max(w // 2, 16)
             layers += [up(w, nxt, 4, stride=2, padding=1), nn.ReLU()]
             current, w = tuple(2 * c for c in current), nxt
@@ -63,7 +66,8 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, cut: torch.Tensor) -> torch.Tensor:
-        return self.net((cut - self.mean) / self.std)
+        out: torch.Tensor = self.net((cut - self.mean) / self.std)
+        return out
 
 
 def train_decoder(cuts: torch.Tensor, targets: torch.Tensor, *, steps: int = 400, batch_size: int = 32,
@@ -83,7 +87,7 @@ def train_decoder(cuts: torch.Tensor, targets: torch.Tensor, *, steps: int = 400
         idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
         loss = nn.functional.mse_loss(dec(cuts[idx]), targets[idx])
         opt.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call,unused-ignore]
         opt.step()
         sched.step()
     return dec.eval()

@@ -14,15 +14,15 @@ from .nopeek import NOPEEK_SCALES, NoPeek, distance_correlation
 from .place import cut_segments, defend, tail_segments
 
 __all__ = ["CutDefense", "PROTECTS", "NoPeek", "NOPEEK_SCALES", "distance_correlation", "Clip", "GaussianNoise",
-           "MaxNorm", "Marvell", "marvell_covariances", "DEFENSES", "LABEL_DEFENSES", "make_defense", "defend", "cut_segments",
-           "tail_segments"]
+           "MaxNorm", "Marvell", "marvell_covariances", "DEFENSES", "LABEL_DEFENSES", "make_defense", "defend",
+           "cut_segments", "tail_segments"]
 
 #: name -> (factory of one strength, what the strength is); the CLI and the experiment YAML build from here
 DEFENSES: dict[str, tuple[Callable[..., CutDefense], str]] = {
     "nopeek": (lambda s: NoPeek(s), "alpha: the dCor gradient's size next to the task's at the cut"),
     "clip": (lambda s: Clip(s), "the largest L2 norm of a patient's cut"),
     "noise": (lambda s: GaussianNoise(s), "noise standard deviation in units of the cut's RMS"),
-    "max_norm": (lambda s=None: MaxNorm(), "no strength: lifts every gradient's norm to the batch's largest"),
+    "max_norm": (lambda s=None: MaxNorm(), "no strength: lifts each gradient's norm to the batch's largest"),
     "marvell": (lambda s=1.0: Marvell(1.0 if s is None else s), "noise power as a multiple of |g1 - g0|^2"),
 }
 LABEL_DEFENSES = ("max_norm", "marvell")

@@ -33,7 +33,8 @@ class Clip(CutDefense):
     def activation(self, cut: torch.Tensor, *, train: bool) -> torch.Tensor:
         norms = cut.reshape(cut.shape[0], -1).norm(dim=1).clamp_min(1e-12)
         scale = (self.max_norm / norms).clamp(max=1.0)
-        return cut * scale.view(-1, *([1] * (cut.dim() - 1)))
+        out: torch.Tensor = cut * scale.view(-1, *([1] * (cut.dim() - 1)))
+        return out
 
     def describe(self) -> str:
         return f"clip(max_norm={self.max_norm:g})"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -46,16 +46,17 @@ class MaxNorm(CutDefense):
     """Li et al.'s max-norm heuristic: per patient, N(0, (max_j |g_j|^2 - |g_i|^2) / d) on each coordinate."""
 
     name: ClassVar[str] = "max_norm"
-    protects: ClassVar[str] = "labels"
+    protects: ClassVar[Literal["inputs", "labels"]] = "labels"
 
     def label_gradient(self, grad: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         flat = grad.reshape(grad.shape[0], -1)
         sq = flat.pow(2).sum(1)
         std = ((sq.max() - sq).clamp_min(0) / flat.shape[1]).sqrt()
-        return grad + (std.unsqueeze(1) * torch.randn_like(flat)).view_as(grad)
+        out: torch.Tensor = grad + (std.unsqueeze(1) * torch.randn_like(flat)).view_as(grad)
+        return out
 
 
-def _sym_kl(l10, l20, l11, l21, u: float, v: float, d: int, g: float) -> np.ndarray:
+def _sym_kl(l10: Any, l20: Any, l11: Any, l21: Any, u: float, v: float, d: int, g: float) -> Any:
     """Sum of the two KL divergences between N(g0, (u + Sigma0)) and N(g1, (v + Sigma1)), up to constants:
     each Sigma_k has ``l1k`` along g1 - g0 and ``l2k`` on each of the d - 1 directions across it."""
     a0, a1 = l10 + u, l11 + v
@@ -111,9 +112,9 @@ class Marvell(CutDefense):
 
     strength: float = 1.0
     name: ClassVar[str] = "marvell"
-    protects: ClassVar[str] = "labels"
+    protects: ClassVar[Literal["inputs", "labels"]] = "labels"
     # The last batch's solution, for a batch that holds one class only (mutable state of a frozen dataclass).
-    _last: dict = field(default_factory=dict, repr=False, compare=False)
+    _last: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.strength, (int, float)) and math.isfinite(self.strength) and self.strength > 0):
@@ -142,7 +143,8 @@ class Marvell(CutDefense):
         across = torch.where(pos, math.sqrt(l21), math.sqrt(l20)).double()
         z = torch.randn(n, d, dtype=torch.float64)
         noise = across.unsqueeze(1) * z + ((along - across) * (z @ direction)).unsqueeze(1) * direction
-        return (flat + noise).to(grad.dtype).view_as(grad)
+        out: torch.Tensor = (flat + noise).to(grad.dtype).view_as(grad)
+        return out
 
     def describe(self) -> str:
         return f"marvell(strength={self.strength:g})"

@@ -80,7 +80,8 @@ class NoPeek(CutDefense):
         norm = g_dcor.norm()
         if float(norm) == 0.0:
             return grad
-        return grad + (self.alpha * grad.norm() / norm) * g_dcor
+        out: torch.Tensor = grad + (self.alpha * grad.norm() / norm) * g_dcor
+        return out
 
     def describe(self) -> str:
         return f"nopeek(alpha={self.alpha:g}{', absolute' if self.scale == 'absolute' else ''})"

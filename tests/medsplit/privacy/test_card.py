@@ -53,9 +53,10 @@ def test_the_runner_sends_the_defended_cut_and_the_defended_gradient():
     plain, _, _ = _run(patients=32)
     probed, _, _ = _run([_Scale(3.0)], patients=32)
     assert plain.tap.gradients.keys() == probed.tap.gradients.keys()
-    for (key, got), (_, want) in zip(sorted(probed.tap.gradients.items()), sorted(plain.tap.gradients.items())):
+    pairs = zip(sorted(probed.tap.gradients.items()), sorted(plain.tap.gradients.items()), strict=True)
+    for (key, got), (_, want) in pairs:
         if key[0] == "server":  # the gradient the labels' site sent back: scaled at the tail, nothing else changed
-            assert all(torch.allclose(g, 3.0 * w, atol=1e-6) for (_, g), (_, w) in zip(got, want))
+            assert all(torch.allclose(g, 3.0 * w, atol=1e-6) for (_, g), (_, w) in zip(got, want, strict=True))
     shifted, _, _ = _run([_Shift(100.0)], patients=32)
     batch = shifted.trainer.data["hospital"].val.batch([0, 1])
     sent = shifted.trainer.runners["hospital"].cut_outputs(batch)["hospital.head"]
