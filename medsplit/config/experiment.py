@@ -20,6 +20,7 @@ relative to the experiment file. Every key is read by something; an unknown or u
           image: {shape: [1, 32, 32], kind: dicom, modality: CT, encoder: {kind: resnet}}
           labs: {shape: [15], kind: table}                      # encoder by default: mlp (tables), cnn (images)
         labels: []
+        defenses: [{name: noise, strength: 1.0}]    # optional: clip, noise, nopeek; max_norm, marvell
         secret_env: MEDSPLIT_SECRET_SITE_1    # or secret_file: PATH; and/or public_key: PATH (Ed25519)
 
 What a preset needs comes from the preset registry (``medsplit.topology.presets.PRESETS``): how many sites it
@@ -45,6 +46,7 @@ from pydantic import Field
 
 from ..errors import ConfigError, MedsplitError
 from ..suggest import did_you_mean
+from ..topology.defenses import defend, make_defense
 from ..topology.encoders import load_factory
 from ..topology.model import Topology
 from ..topology.presets import PRESETS, PresetConfig, build_preset, preset_spec
@@ -90,6 +92,9 @@ class Experiment(StrictModel):
         encoders = {s.name: {k: e.describe() for k, e in s.encoders.items()} for s in self.sites if s.encoders}
         if encoders:
             spec["encoders"] = encoders
+        defenses = {s.name: [list(d) for d in s.defenses] for s in self.sites if s.defenses}
+        if defenses:
+            spec["defenses"] = defenses
         if self.tasks != self._default_tasks():
             spec["tasks"] = [t.model_dump() for t in self.tasks]
         if not spec["topology"].get("factory"):
@@ -125,11 +130,22 @@ class Experiment(StrictModel):
                     raise ConfigError(f"topology.factory '{self.topology.factory}' returned "
                                       f"{type(built).__name__}, not a medsplit Topology",
                                       hint="the factory takes (study, knobs) and returns a Topology")
-                return built
-            return build_preset(self.topology.preset, self.preset_config(), self.study())
+                return self._defended(built)
+            return self._defended(build_preset(self.topology.preset, self.preset_config(), self.study()))
         except MedsplitError as exc:
             where = f"{self.path}: " if self.path else ""
             raise type(exc)(f"{where}{exc.message}", hint=exc.hint) from None
+
+
+    def _defended(self, topology: Topology) -> Topology:
+        """Each site's ``defenses:`` where they act (``medsplit.topology.defend``)."""
+        for site in self.sites:
+            if site.defenses:
+                try:
+                    topology = defend(topology, {site.party: [make_defense(n, v) for n, v in site.defenses]})
+                except ConfigError as exc:
+                    raise ConfigError(f"site '{site.name}' defenses: {exc.message}", hint=exc.hint) from None
+        return topology
 
 
 def _resolve(base: Path, value: str | None) -> Path | None:
@@ -238,7 +254,8 @@ def parse_experiment(data: Mapping[str, Any], path: str | os.PathLike[str] | Non
     sites = tuple(SiteEntry(name=s.name, party=party, config=_resolve(base, s.config),
                             shapes={k: m.shape for k, m in s.modalities.items()},
                             encoders={k: m.encoder.spec() for k, m in s.modalities.items() if m.encoder},
-                            labels=s.labels, secret_env=s.secret_env, secret_file=_resolve(base, s.secret_file),
+                            labels=s.labels, defenses=tuple((d.name, d.strength) for d in s.defenses),
+                            secret_env=s.secret_env, secret_file=_resolve(base, s.secret_file),
                             public_key=_resolve(base, s.public_key))
                   for s, party in zip(doc.sites, parties, strict=True))
     server = ServerConfig(host=doc.server.host, port=doc.server.port,

@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..topology.defenses import DEFENSES, LABEL_DEFENSES
 from ..topology.encoders import ENCODERS, OPTIONS, EncoderSpec
 from ..topology.study import TASK_KINDS
 from .loader import StrictModel, one_of, problem
@@ -97,6 +98,20 @@ class TaskFile(StrictModel):
         return self
 
 
+class DefenseFile(StrictModel):
+    """A defense a site applies (medsplit.topology.defenses.DEFENSES): where it acts follows from what it is."""
+
+    name: Annotated[StrictStr, AfterValidator(one_of(tuple(DEFENSES)))] = Field(examples=["noise"])
+    strength: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _strength(self) -> DefenseFile:
+        if self.strength is None and self.name not in LABEL_DEFENSES:
+            raise problem(f"defense '{self.name}' needs a strength ({DEFENSES[self.name][1]})",
+                          f"write {{name: {self.name}, strength: 1.0}}")
+        return self
+
+
 class SiteFile(StrictModel):
     unused_keys = {"patients": "a site counts its patients from its own files"}
 
@@ -106,6 +121,7 @@ class SiteFile(StrictModel):
     modalities: Annotated[dict[StrictStr, ModalityFile], Field(min_length=1,
                                                             examples=[{"image": {"shape": [1, 32, 32]}}])]
     labels: tuple[StrictStr, ...] = ()
+    defenses: tuple[DefenseFile, ...] = ()
     secret_env: Text | None = None
     secret_file: Text | None = None
     public_key: Text | None = None

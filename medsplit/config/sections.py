@@ -106,6 +106,7 @@ class SiteEntry(StrictModel):
     shapes: dict[str, tuple[int, ...]]
     encoders: dict[str, EncoderSpec] = {}
     labels: tuple[str, ...] = ()
+    defenses: tuple[tuple[str, float | None], ...] = ()  # (registry name, strength), in the order applied
     secret_env: str | None = None
     secret_file: Path | None = None
     public_key: Path | None = None

@@ -333,3 +333,26 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
 def test_run_refuses_a_missing_file_clearly(capsys, tmp_path):
     assert main(["run", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_site_defenses_are_built_where_they_act_and_agreed_on():
+    from pathlib import Path
+
+    base = yaml.safe_load((Path(__file__).resolve().parents[3] / "experiments" / "vertical.yaml").read_text())
+    base["topology"]["ushaped"] = True
+    data = copy.deepcopy(base)
+    data["sites"][1]["defenses"] = [{"name": "noise", "strength": 1.0}, {"name": "marvell", "strength": 4}]
+    exp = parse_experiment(data)
+    got = {s.name: [d.describe() for d in s.defenses] for s in exp.build_topology().segments}
+    assert got["ehr.encoder"] == ["noise(sigma=1)"] and got["ehr.tail"] == ["marvell(strength=4)"]
+    assert got["imaging.encoder"] == []
+    assert exp.digest() != parse_experiment(base).digest()  # parties with different defenses do not train together
+    data["sites"][0]["defenses"] = [{"name": "marvell"}]  # the imaging site holds no labels
+    with pytest.raises(ConfigError, match="site 'ct_imaging' defenses: marvell.*no place"):
+        parse_experiment(data).build_topology()
+    data["sites"][0]["defenses"] = [{"name": "noise"}]
+    with pytest.raises(ConfigError, match=r"sites\[0\]\.defenses\[0\]: defense 'noise' needs a strength"):
+        parse_experiment(data)
+    data["sites"][0]["defenses"] = [{"name": "nois", "strength": 1}]
+    with pytest.raises(ConfigError, match="did you mean 'noise'"):
+        parse_experiment(data)
