@@ -30,6 +30,7 @@ from medsplit.engine.party import PartyRunner, Unit
 from medsplit.plan import Schedule, compile_topology
 from medsplit.topology import conv_block
 from medsplit.transport import NameTable, node_transport
+from medsplit.transport.secure import Trust
 from medsplit.wire import Meter, Wire
 
 CUT = 2
@@ -101,7 +102,7 @@ def _party(name: str, kind: str, port: int, size: int, steps: int, batch: int, q
     names = NameTable.from_plan(plan)
     peer = "server" if name == "site" else "site"
     args = dict(party=name, peers=[peer], names=names, host="127.0.0.1", port=port, is_host=name == "server",
-                run_id="bench", timeout=120)
+                run_id="bench", timeout=120, trust=Trust.shared(b"benchmark secret", [peer]), hub="server")
     transport = node_transport(kind, **args)
     transport.connect()
     meter = Meter()

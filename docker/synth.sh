@@ -2,11 +2,13 @@
 # The docker-compose demo's inputs, written on the host, from the repository root:
 #   docker/synth.sh
 # writes the synthetic cohort that docker/docker-compose.yml mounts (three hospitals with CT images, an EHR
-# table and labels) and one random secret per site, each in its own env file:
+# table and labels), the study's identities, and one random secret per site, each in its own env file:
 #   runs/cohorts/horizontal/site_{1,2,3}/     manifest.csv, dicom/, ehr.csv, site.yaml
+#   runs/docker/identities/                   `medsplit provision`: a key pair per party, one folder each
 #   runs/docker/secrets/hospital_{1,2,3}.env  MEDSPLIT_SECRET_HOSPITAL_N=... (for that site's container only)
 #   runs/docker/secrets/server.env            every site's secret (for the server)
-# Existing secrets are kept. Settings (environment): ROOT (default runs), PATIENTS per site (default 200),
+# Existing identities and secrets are kept. The containers run as uid 10001: as root, this script gives that
+# uid the identity folders (their private keys stay readable by it alone); otherwise it says what to run. Settings (environment): ROOT (default runs), PATIENTS per site (default 200),
 # SEED (default 0), MEDSPLIT (the command; default medsplit, or .venv/bin/python -m sites.cli).
 # Without medsplit on this host, run it in the server image (which has it):
 #   docker compose -f docker/docker-compose.yml build server
@@ -27,6 +29,17 @@ fi
 
 # shellcheck disable=SC2086  # MEDSPLIT may be a command with arguments
 $MEDSPLIT synth --out "$ROOT/cohorts/horizontal" --layout horizontal --sites 3 --patients "$PATIENTS" --seed "$SEED"
+
+identities="$ROOT/docker/identities"
+if [ ! -f "$identities/parties.json" ]; then
+    # shellcheck disable=SC2086
+    $MEDSPLIT provision "$identities" --experiment "${EXPERIMENT:-experiments/${MEDSPLIT_EXPERIMENT:-splitfed}.yaml}"
+fi
+if [ "$(id -u)" = 0 ]; then
+    chown -R 10001:10001 "$identities"/*/
+else
+    echo "note: the containers run as uid 10001; let it read the identities: sudo chown -R 10001 $identities/*/"
+fi
 
 secrets="$ROOT/docker/secrets"
 mkdir -p "$secrets"

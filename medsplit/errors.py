@@ -8,7 +8,8 @@
     │   └── PrivacyError          a party tried to send what the topology does not declare
     ├── TransportError            a message could not be delivered
     │   └── PeerTimeout           a wait ran out; names the peer and what was awaited
-    ├── AuthenticationError       a node could not prove it is a party the experiment lists
+    ├── AuthenticationError       a peer could not prove who it is, or this party refused it
+    │   └── RefusedError          a peer that proved who it is refused this party (for good: fix, restart)
     └── RunError                  a run could not complete (a party failed for good, retries ran out)
 """
 
@@ -24,6 +25,7 @@ __all__ = [
     "TransportError",
     "PeerTimeout",
     "AuthenticationError",
+    "RefusedError",
     "RunError",
 ]
 
@@ -66,7 +68,18 @@ class PeerTimeout(TransportError):
 
 
 class AuthenticationError(MedsplitError):
-    """A node could not prove it is a party the experiment lists; it was refused before any tensor moved."""
+    """A peer could not prove it is the party it claims (or this party refused it); no tensor moved.
+
+    The attempt failed, not the run: an impostor, a wrong secret and a peer that left mid-handshake look alike
+    from here, so an honest party tries again.
+    """
+
+
+class RefusedError(AuthenticationError):
+    """A peer that proved who it is refused this party (another experiment, credentials it does not accept).
+
+    Trying again does not help: the operator must fix this party's experiment file or credentials.
+    """
 
 
 class RunError(MedsplitError):

@@ -7,8 +7,8 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from medsplit import __version__
 from medsplit.errors import ConfigError, MedsplitError
@@ -34,6 +34,7 @@ commands:
   site     run a site node: reads its local data, joins the server, trains its segments
   audit    summarise what left a site, from its audit log
   privacy  attack a preset or an experiment trained on synthetic patients and write its leakage report card
+  provision  write a study's identities (a key pair per party, one folder each to hand over); revoke one
   predict  run a trained model forward on the sites' data; predictions stay at the labels' site
   data     check a site's data (DICOM, EHR tables) exactly as training reads it: `medsplit data check`
   synth    write a synthetic hospital cohort: DICOM files, EHR CSVs, site YAMLs and an experiment YAML
@@ -125,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--port", type=int, help="the rendezvous port (default: the experiment's server.port)")
     server.add_argument("--run-dir", metavar="DIR", help="checkpoints and run store (default: server.run_dir)")
     server.add_argument("--transport", choices=NODE_TRANSPORTS, default="gloo",
-                        help="gloo (default, across institutions) or rpc (one trust domain: it unpickles)")
+                        help="gloo (default, across institutions: authenticated, encrypted) or rpc (one trust "
+                             "domain: it unpickles, no encryption)")
+    server.add_argument("--identity", metavar="DIR", help="this party's folder from `medsplit provision` (its key "
+                                                          "and the study's parties)")
+    server.add_argument("--rpc-off-loopback", action="store_true",
+                        help="let --transport rpc use a non-loopback address (only inside one trust domain)")
     server.add_argument("--fresh", action="store_true", help="ignore checkpoints from an earlier run here")
     server.add_argument("--json", metavar="PATH", help="host only: write the run summary as JSON to PATH")
     server.add_argument("--predict", action="store_true",
@@ -143,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--party", help="this site's party in the topology (default: from the experiment)")
     site.add_argument("--run-dir", metavar="DIR", help="checkpoints and audit log (default: node.run_dir)")
     site.add_argument("--transport", choices=NODE_TRANSPORTS, default="gloo", help="as the server's")
+    site.add_argument("--identity", metavar="DIR", help="this site's folder from `medsplit provision` (instead of "
+                                                        "node.private_key, node.server_key and node.parties)")
+    site.add_argument("--rpc-off-loopback", action="store_true", help="as the server's")
     site.add_argument("--fresh", action="store_true", help="ignore checkpoints from an earlier run here")
     site.add_argument("--predict", action="store_true",
                       help="predict with this site's last checkpoint instead of training; predictions of tasks whose "
@@ -158,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("site_dir", metavar="SITE_DIR", help="the site node's run directory (or the .jsonl file)")
     audit.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
     audit.set_defaults(func=_audit)
+
+    provision = sub.add_parser("provision", help="write a study's identities; revoke a party",
+                               description="Write one Ed25519 key pair per party of the experiment, the list of "
+                                           "parties with their fingerprints, and one folder per party to hand over "
+                                           "(its private key, the server's public key to pin, the list). With "
+                                           "--revoke, mark a party revoked: the server refuses it from then on.")
+    provision.add_argument("out", metavar="DIR", help="the study's folder (created; must not hold a study yet)")
+    provision.add_argument("--experiment", metavar="EXP.yaml", help="the experiment whose parties to provision")
+    provision.add_argument("--revoke", metavar="PARTY", help="revoke PARTY in the study at DIR")
+    provision.set_defaults(func=_provision)
 
     predict = sub.add_parser("predict", help="predict with a trained split model",
                              description="Run the trained topology forward over each site's data (its site YAML), "
@@ -385,7 +404,8 @@ def _server(args: argparse.Namespace) -> int:
     from .nodes import server_options
 
     opts = server_options(args.experiment, party=args.party, host=args.host, port=args.port, run_dir=args.run_dir,
-                          fresh=args.fresh, transport=args.transport)
+                          fresh=args.fresh, transport=args.transport, identity=args.identity,
+                          rpc_off_loopback=args.rpc_off_loopback)
     if args.predict:
         opts.predict_out = opts.run_dir / "predictions"
     summary = run_node(opts)
@@ -402,7 +422,8 @@ def _site(args: argparse.Namespace) -> int:
     if args.out and not args.predict:
         raise ConfigError("--out is where --predict writes predictions", hint="add --predict, or drop --out")
     opts = site_options(args.config, experiment=args.experiment, server=args.server, party=args.party,
-                        run_dir=args.run_dir, fresh=args.fresh, transport=args.transport)
+                        run_dir=args.run_dir, fresh=args.fresh, transport=args.transport, identity=args.identity,
+                        rpc_off_loopback=args.rpc_off_loopback)
     if args.predict:
         opts.predict_out = Path(args.out) if args.out else opts.run_dir / "predictions"
     run_node(opts)
@@ -417,6 +438,28 @@ def _audit(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 1 if summary["unexpected"] else 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from .provision import provision_experiment, revoke
+
+    if args.revoke:
+        if args.experiment:
+            raise ConfigError("--revoke changes an existing study; --experiment is for a new one", hint="drop one")
+        listing = revoke(args.out, args.revoke)
+        print(f"revoked party '{args.revoke}' in study '{listing['study']}': the server refuses it once it reads "
+              f"{Path(args.out) / listing['server'] / 'parties.json'} (at its next start)")
+        return 0
+    if not args.experiment:
+        raise ConfigError("medsplit provision: --experiment is required to write a new study",
+                          hint="medsplit provision DIR --experiment EXP.yaml")
+    listing = provision_experiment(args.experiment, args.out)
+    print(f"study '{listing['study']}': identities written to {args.out}")
+    for name, entry in listing["parties"].items():
+        print(f"  {name:<16} {entry['role']:<7} {entry['fingerprint']}  -> {Path(args.out) / name}/")
+    print(f"hand each party its own folder; tell the sites the server's fingerprint "
+          f"({listing['parties'][listing['server']]['fingerprint']}) by another channel")
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:

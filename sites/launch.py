@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from medsplit.plan import compile_topology
 from medsplit.runtime import host_party
 
 from .nodes import secret_env_name
+from .provision import provision_experiment
 from .run import print_totals
 
 __all__ = ["run_processes", "free_port", "CLI"]
@@ -40,8 +42,9 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
                   predict_out: str | Path | None = None) -> dict[str, Any]:
     """Start the server and every other party as child processes on 127.0.0.1 and follow the server's log.
 
-    Each party gets a random secret for this run (in its environment), its own run directory and log
-    file; the call returns the server's summary, or raises with the failing party's last log lines.
+    Each party gets an identity provisioned for this run (RUN_DIR/identities, made anew each time) and a
+    random secret (in its environment), its own run directory and log file; the call returns the server's
+    summary, or raises with the failing party's last log lines.
     With ``predict_out`` the parties predict from their checkpoints in ``run_dir`` instead of training;
     each site that owns a task's labels writes its predictions to ``predict_out/<site>``.
     """
@@ -67,12 +70,15 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
             node = load_site_config(s.config).node
             if node is not None and node.secret_env:
                 env[node.secret_env] = value
+    identities = run_dir / "identities"
+    shutil.rmtree(identities, ignore_errors=True)  # every run its own keys: nothing to keep or leak later
+    provision_experiment(experiment, identities)
     cli = CLI
     predict = ["--predict"] if predict_out is not None else []
     logs = run_dir / ("logs" if predict_out is None else "predict-logs")
     logs.mkdir(parents=True, exist_ok=True)
     commands = {host: cli + ["server", "--experiment", str(exp.path), "--port", str(port), "--run-dir",
-                             str(run_dir), "--transport", transport] + predict
+                             str(run_dir), "--transport", transport, "--identity", str(identities / host)] + predict
                 + (["--fresh"] if fresh and predict_out is None else [])}
     site_of = {s.party: s for s in exp.sites}
     for party in plan.parties:
@@ -84,13 +90,14 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
                                   hint="running every party on this machine needs each site's YAML")
             commands[party] = cli + ["site", "--config", str(site_of[party].config), "--experiment", str(exp.path),
                                      "--server", f"127.0.0.1:{port}", "--party", party, "--run-dir",
-                                     str(run_dir / "sites" / party), "--transport", transport]
+                                     str(run_dir / "sites" / party), "--transport", transport,
+                                     "--identity", str(identities / party)]
             if predict_out is not None:
                 commands[party] += ["--predict", "--out", str(Path(predict_out) / site_of[party].name)]
         else:
             commands[party] = cli + ["server", "--experiment", str(exp.path), "--party", party, "--port", str(port),
                                      "--host", "127.0.0.1", "--run-dir", str(run_dir / party),
-                                     "--transport", transport] + predict
+                                     "--transport", transport, "--identity", str(identities / party)] + predict
         if fresh and predict_out is None:
             commands[party].append("--fresh")
     procs: dict[str, subprocess.Popen] = {}

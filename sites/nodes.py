@@ -1,4 +1,8 @@
-"""`medsplit server` and `medsplit site`: a node's options from the experiment, the site YAML and the command line."""
+"""`medsplit server` and `medsplit site`: a node's options from the experiment, the site YAML and the command line.
+
+Credentials become the node's ``Trust``: its own identity (a provisioned key), and what it requires of each
+peer: the host of every member, a member of the host (the pinned server key and/or the shared secret).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ from data_adapters.site_data import open_site_data
 from medsplit.config import Experiment, load_experiment
 from medsplit.errors import ConfigError
 from medsplit.plan import compile_topology
-from medsplit.runtime import Credentials, NodeOptions, host_party
+from medsplit.runtime import NodeOptions, host_party
+from medsplit.transport.secure import Identity, PeerTrust, Trust, load_public_key
 
-__all__ = ["server_options", "site_options", "secret_env_name", "member_credentials"]
+from .provision import load_identity, pinned_keys, read_parties
+
+__all__ = ["server_options", "site_options", "secret_env_name", "member_trust"]
 
 
 def secret_env_name(party: str) -> str:
@@ -21,8 +28,9 @@ def secret_env_name(party: str) -> str:
     return "MEDSPLIT_SECRET_" + "".join(c if c.isalnum() else "_" for c in party).upper()
 
 
-def member_credentials(exp: Experiment, parties: list[str]) -> dict[str, Credentials]:
-    """What the host knows of every other party: the experiment's entry, else MEDSPLIT_SECRET_<PARTY>."""
+def member_trust(exp: Experiment, parties: list[str], pinned: dict[str, bytes]) -> dict[str, PeerTrust]:
+    """What the host requires of every other party: its provisioned key (``pinned``) or the experiment's
+    public_key, and its secret (the experiment's entry, else MEDSPLIT_SECRET_<PARTY>), where given."""
     out = {}
     by_party = {s.party: s for s in exp.sites}
     for party in parties:
@@ -30,17 +38,31 @@ def member_credentials(exp: Experiment, parties: list[str]) -> dict[str, Credent
         secret = entry.secret() if entry else None
         if secret is None and os.environ.get(secret_env_name(party)):
             secret = os.environ[secret_env_name(party)].encode()
-        public = entry.public_key if entry else None
+        public = pinned.get(party) or (load_public_key(entry.public_key, what=f"site '{entry.name}' public_key")
+                                       if entry and entry.public_key else None)
         if secret or public:
-            out[party] = Credentials(secret=secret, public_key=public)
+            out[party] = PeerTrust(public_key=public, psk=secret)
     return out
+
+
+def _identity(identity: str | os.PathLike | None, party: str) -> tuple[Identity | None, dict[str, bytes], set[str]]:
+    """This party's key and the study's pinned keys and revocations from a provisioned folder (or nothing)."""
+    if identity is None:
+        return None, {}, set()
+    me, parties = load_identity(identity, party)
+    keys, revoked = pinned_keys(parties)
+    return me, keys, revoked
 
 
 def server_options(experiment: str | os.PathLike, *, party: str | None = None, host: str | None = None,
                    port: int | None = None, run_dir: str | os.PathLike | None = None, fresh: bool = False,
                    transport: str = "gloo", out: TextIO | None = None,
-                   predict_out: str | os.PathLike | None = None) -> NodeOptions:
-    """`medsplit server`: the host party by default; ``party`` runs another non-site party (a relay)."""
+                   predict_out: str | os.PathLike | None = None, identity: str | os.PathLike | None = None,
+                   rpc_off_loopback: bool = False) -> NodeOptions:
+    """`medsplit server`: the host party by default; ``party`` runs another non-site party (a relay).
+
+    ``identity``: the folder `medsplit provision` wrote for this party (its key and the study's parties).
+    """
     exp = load_experiment(experiment)
     plan = compile_topology(exp.build_topology())
     host_name = host_party(plan)
@@ -50,23 +72,42 @@ def server_options(experiment: str | os.PathLike, *, party: str | None = None, h
                           hint=f"its parties are: {', '.join(plan.parties)}")
     if plan.parties[party].data:
         raise ConfigError(f"party '{party}' is a site: start it with `medsplit site --config SITE.yaml`")
-    members = [p for p in plan.parties if p != host_name]
-    creds = None
-    if party != host_name:
+    me, pinned, revoked = _identity(identity, party)
+    if party == host_name:
+        trust = Trust(me, member_trust(exp, [p for p in plan.parties if p != host_name], pinned), revoked)
+    else:
         secret = os.environ.get(secret_env_name(party))
-        creds = Credentials(secret=secret.encode()) if secret else None
+        trust = _member_trust(me, pinned, revoked, host_name, pinned.get(host_name),
+                              secret.encode() if secret else None, f"party '{party}'",
+                              f"--identity (from `medsplit provision`) or {secret_env_name(party)}")
     default_dir = exp.server.run_dir if party == host_name else exp.server.run_dir / party
     return NodeOptions(exp, party, Path(run_dir) if run_dir else default_dir, host=host or exp.server.host,
-                       port=port if port is not None else exp.server.port, credentials=creds,
-                       members=member_credentials(exp, members) if party == host_name else {}, fresh=fresh,
-                       transport=transport, out=out, predict_out=Path(predict_out) if predict_out else None)
+                       port=port if port is not None else exp.server.port, trust=trust, fresh=fresh,
+                       transport=transport, out=out, predict_out=Path(predict_out) if predict_out else None,
+                       rpc_off_loopback=rpc_off_loopback)
+
+
+def _member_trust(me: Identity | None, pinned: dict[str, bytes], revoked: set[str], host: str, server_key: bytes | None,
+                  secret: bytes | None, who: str, fix: str) -> Trust:
+    """A member's trust: the host by its pinned key and/or the shared secret; other parties by their pinned keys
+    (the host adds a fresh pair key for them each session)."""
+    if server_key is None and secret is None:
+        raise ConfigError(f"{who} has no way to tell the real server from an impostor: no server key and no secret",
+                          hint=f"set {fix}")
+    peers = {p: PeerTrust(public_key=k) for p, k in pinned.items() if p != host}
+    peers[host] = PeerTrust(public_key=server_key, psk=secret)
+    return Trust(me, peers, revoked)
 
 
 def site_options(config: str | os.PathLike, *, experiment: str | None = None, server: str | None = None,
                  party: str | None = None, run_dir: str | os.PathLike | None = None, fresh: bool = False,
                  transport: str = "gloo", out: TextIO | None = None,
-                 predict_out: str | os.PathLike | None = None) -> NodeOptions:
+                 predict_out: str | os.PathLike | None = None, identity: str | os.PathLike | None = None,
+                 rpc_off_loopback: bool = False) -> NodeOptions:
     """`medsplit site --config SITE.yaml`: the site's `node:` section, overridden by the command line.
+
+    ``identity``: the folder `medsplit provision` wrote for this site; it stands for node.private_key,
+    node.server_key and node.parties.
 
     The site's data is opened here, through its own pipeline; only the node's engine sees it.
     """
@@ -92,10 +133,22 @@ def site_options(config: str | os.PathLike, *, experiment: str | None = None, se
     secret = node.read_secret(cfg_path.resolve()) if node else None
     if secret is None and os.environ.get(secret_env_name(party)):
         secret = os.environ[secret_env_name(party)].encode()
-    private = base / node.private_key if node and node.private_key else None
-    creds = Credentials(secret=secret, private_key=private) if (secret or private) else None
+    host_name = host_party(compile_topology(exp.build_topology()))
+    if identity is not None:
+        me, pinned, revoked = _identity(identity, party)
+    else:
+        me = Identity.load(base / node.private_key) if node and node.private_key else None
+        pinned, revoked = pinned_keys(read_parties(base / node.parties)) if node and node.parties else ({}, set())
+    server_key = pinned.get(host_name)
+    if node and node.server_key:
+        server_key = load_public_key(base / node.server_key, what=f"{cfg_path}: node.server_key")
+        if pinned.get(host_name) not in (None, server_key):
+            raise ConfigError(f"{cfg_path}: node.server_key is not the server key in node.parties",
+                              hint="use server.pub and parties.json from the same `medsplit provision`")
+    trust = _member_trust(me, pinned, revoked, host_name, server_key, secret, f"site '{cfg.site}' ({cfg_path})",
+                          "node.server_key (the server.pub from `medsplit provision`), or node.secret_env")
     default_dir = base / node.run_dir if node and node.run_dir else base / "runs" / cfg.site
     site, _report = open_site_data(cfg)
     return NodeOptions(exp, party, Path(run_dir) if run_dir else default_dir, host=host, port=int(port),
-                       credentials=creds, site=site, fresh=fresh, transport=transport, out=out,
-                       predict_out=Path(predict_out) if predict_out else None)
+                       trust=trust, site=site, fresh=fresh, transport=transport, out=out,
+                       predict_out=Path(predict_out) if predict_out else None, rpc_off_loopback=rpc_off_loopback)

@@ -122,7 +122,8 @@ def test_site_example_parses_and_joins_the_experiment_it_names(mirror, name, mon
     # What `medsplit site --config` builds before it starts: node keys checked, experiment loaded, party found.
     opts = site_options(str(path), experiment=None, server=None, party=None, run_dir=None, fresh=False)
     assert opts.experiment.path.parent == (mirror / "experiments").resolve()
-    assert opts.credentials is not None and opts.credentials.secret == b"s3cret"
+    assert opts.trust.peer(opts.experiment.sites[0].party) is None  # a site requires nothing of another site
+    assert opts.trust.peers["server"].psk == b"s3cret"
     assert _under(opts.run_dir, mirror / "runs")
     entry = opts.experiment.site(cfg.site)
     assert set(entry.shapes) <= set(cfg.modalities)
@@ -170,15 +171,19 @@ def test_dockerfile_runs_medsplit_as_a_non_root_user_on_cpu_torch(name, command)
     assert '--index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"' in runs[0], "torch first, from its index"
     users = [a for i, a in instr if i == "USER"]
     assert users and users[-1] not in ("root", "0")
-    copied = {Path(w).name for i, a in instr if i == "COPY" for w in a.split()[:-1]}
-    for src in copied:
+    sources = [w for i, a in instr if i == "COPY" for w in a.split()[:-1]]
+    for src in sources:
         assert (ROOT / src).exists(), f"{name} copies {src}, which does not exist"
+    copied = {Path(w).name for w in sources}
     # pyproject's [tool.setuptools.packages.find] include = ["medsplit*", ...] (no tomllib: Python 3.10 is supported)
     include = re.search(r"^include\s*=\s*\[([^\]]*)\]", (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     assert include, "pyproject.toml lists the packages it installs"
     packages = {p.rstrip("*") for p in re.findall(r'"([^"]+)"', include[1])}
-    assert {p for p in packages if (ROOT / p).is_dir()} <= copied, "every package pyproject installs is copied"
+    shipped = {p for p in packages if (ROOT / p).is_dir()} - ({"dashboard"} if command == "site" else set())
+    assert shipped <= copied, "every package pyproject installs is copied"
     assert {"pyproject.toml", "README.md"} <= copied
+    if command == "site":  # a site node serves no pages: neither the dashboard nor Streamlit goes into its image
+        assert "dashboard" not in copied and not args.get("EXTRAS", '""').strip('"')
 
 
 def _interpolate(value: str) -> str:
@@ -236,12 +241,22 @@ def test_compose_refers_only_to_images_commands_and_paths_that_exist():
                 continue
             path = (DOCKER / src).resolve()
             if _under(path, ROOT / "runs"):  # written by docker/synth.sh: the slow test below runs it
-                assert _under(path, ROOT / "runs" / "cohorts" / "horizontal"), (name, src)
+                assert _under(path, ROOT / "runs" / "cohorts" / "horizontal") or \
+                    path.parent == (ROOT / "runs" / "docker" / "identities").resolve(), (name, src)
             else:
                 assert path.exists(), f"{name} mounts {src}, which does not exist"
         env_files = svc.get("env_file") or []
         for env_file in [env_files] if isinstance(env_files, str) else env_files:
             assert _under(DOCKER / env_file, ROOT / "runs" / "docker" / "secrets"), (name, env_file)
+    # Each party sees only its own identity folder (its private key), read-only, and passes it to medsplit.
+    for name, svc in services.items():
+        mounts = {dst: (src, mode) for src, dst, mode in _volumes(svc)}
+        if name == "dashboard":
+            assert "/identity" not in mounts
+            continue
+        assert mounts["/identity"] == (f"../runs/docker/identities/{name}", "ro"), name
+        argv = _service_argv(compose, name)
+        assert argv[argv.index("--identity") + 1] == "/identity", name
     # Each site sees only its own data folder, read-only, and its own site YAML; the others see no data.
     data = {}
     for name, svc in services.items():

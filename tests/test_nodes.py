@@ -41,16 +41,20 @@ class _Cluster:
         self.exp_path, self.run_dir, self.port = exp_path, run_dir, free_port()
         self.env = {**os.environ, **{secret_env_name(s.party): f"secret-{s.party}" for s in self.exp.sites}}
         self.procs: dict[str, subprocess.Popen] = {}
+        self.identities: Path | None = None  # a study from `medsplit provision`, when set
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
 
-    def start(self, party: str, env: dict | None = None) -> None:
+    def start(self, party: str, env: dict | None = None, experiment: Path | None = None) -> None:
+        exp_path = experiment or self.exp_path
         if party == "server":
-            cmd = CLI + ["server", "--experiment", str(self.exp_path), "--port", str(self.port), "--run-dir",
+            cmd = CLI + ["server", "--experiment", str(exp_path), "--port", str(self.port), "--run-dir",
                          str(self.run_dir)]
         else:
             site = next(s for s in self.exp.sites if s.party == party)
-            cmd = CLI + ["site", "--config", str(site.config), "--experiment", str(self.exp_path), "--server",
+            cmd = CLI + ["site", "--config", str(site.config), "--experiment", str(exp_path), "--server",
                          f"127.0.0.1:{self.port}", "--party", party, "--run-dir", str(self.run_dir / "sites" / party)]
+        if self.identities is not None:
+            cmd += ["--identity", str(self.identities / party)]
         log = open(self.run_dir / "logs" / f"{party}.log", "a")  # noqa: SIM115 - handed to the child
         self.procs[party] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env,
                                              start_new_session=True)
@@ -186,7 +190,9 @@ def test_a_killed_server_restarts_from_its_checkpoint(tmp_path, one_thread, clus
 
 
 def test_a_site_with_the_wrong_secret_is_refused_before_any_tensor(tmp_path, cluster_factory):
-    exp_path = _experiment(tmp_path, "vanilla", sites=1, epochs=1, rejoin_timeout=10)
+    # Secrets only (no provisioned keys): neither end can tell a wrong secret from an impostor, so each attempt
+    # is refused and retried until the rejoin wait runs out at both ends.
+    exp_path = _experiment(tmp_path, "vanilla", sites=1, epochs=1, timeout=5, rejoin_timeout=10)
     c = cluster_factory(exp_path, tmp_path / "run")
     c.start("server")
     c.start("hospital", env={**c.env, secret_env_name("hospital"): "not-the-secret"})
@@ -194,7 +200,8 @@ def test_a_site_with_the_wrong_secret_is_refused_before_any_tensor(tmp_path, clu
     assert c.procs["server"].wait(timeout=60) != 0
     site_log = (tmp_path / "run" / "logs" / "hospital.log").read_text()
     server_log = (tmp_path / "run" / "logs" / "server.log").read_text()
-    assert "refused" in site_log and "refused party 'hospital'" in server_log
+    assert "refused the connection: 'server' could not prove who it is" in site_log
+    assert "refused party 'hospital'" in server_log and "did not join within 10 s" in server_log
     audit = tmp_path / "run" / "sites" / "hospital" / "audit.jsonl"
     assert not audit.exists() or audit.read_text() == ""  # nothing left the site
     events = RunStore(tmp_path / "run", readonly=True).rows("events")
@@ -219,26 +226,27 @@ def test_site_config_node_section_is_validated(tmp_path):
 
 
 def test_horizontal_goes_on_without_a_site_that_is_down_and_takes_it_back(tmp_path, cluster_factory):
-    # Enough epochs for the restarted site (seconds to import torch) to come back before the end.
-    exp_path = _experiment(tmp_path, "horizontal", sites=3, epochs=10, patients=48, checkpoint_every=2,
+    # Enough epochs for the restarted site (seconds to import torch and open its data, more on a loaded machine)
+    # to come back before the end: an epoch here takes about a second.
+    exp_path = _experiment(tmp_path, "horizontal", sites=3, epochs=20, patients=48, checkpoint_every=2,
                            timeout=8, rejoin_timeout=60)
     c = cluster_factory(exp_path, tmp_path / "run")
     c.start("server")
     for site in ("hospital_1", "hospital_2", "hospital_3"):
         c.start(site)
     log = tmp_path / "run" / "logs" / "server.log"
-    c.wait_for(lambda: "epoch 1/10  diagnosis" in log.read_text(), "the first epoch to end")
+    c.wait_for(lambda: "epoch 1/20  diagnosis" in log.read_text(), "the first epoch to end")
     c.kill("hospital_2")
     c.wait_for(lambda: "site 'hospital_2' is down: continuing with" in log.read_text(), "the server to go on")
     c.start("hospital_2")  # it comes back; the server takes it in at the next epoch's end
     summary = c.finish()
-    assert [h["epoch"] for h in summary["history"]] == list(range(1, 11))
+    assert [h["epoch"] for h in summary["history"]] == list(range(1, 21))
     events = [(r["party"], r["status"]) for r in RunStore(tmp_path / "run", readonly=True).rows("events")]
     down = events.index(("hospital_2", "down"))
     assert ("hospital_2", "resumed") in events[down:]
     # Nothing finished was redone: every epoch ended once (a restart from scratch would repeat epoch 1).
     text = log.read_text()
-    assert [text.count(f"epoch {e}/10  diagnosis") for e in range(1, 11)] == [1] * 10, text[-3000:]
+    assert [text.count(f"epoch {e}/20  diagnosis") for e in range(1, 21)] == [1] * 20, text[-3000:]
     assert summary["metrics"]["diagnosis"]["n"] > 0
 
 

@@ -13,14 +13,23 @@ __all__ = ["NodeConfig"]
 
 
 class NodeConfig(StrictModel):
-    """Paths are relative to the site YAML's folder. At most one of secret_env, secret_file."""
+    """Paths are relative to the site YAML's folder. At most one of secret_env, secret_file.
+
+    The site must be able to tell the real server from an impostor: ``server_key`` (the server's public key
+    from `medsplit provision`, pinned here), a shared secret, or both.
+    """
 
     experiment: str | None = Field(None, description="the copy of the experiment file the site reviewed")
     server: str | None = Field(None, description="HOST:PORT of the study's server")
     party: str | None = Field(None, description="this site's party in the topology (default: from the experiment)")
     secret_env: str | None = Field(None, description="environment variable holding the shared secret")
     secret_file: str | None = Field(None, description="file holding the shared secret")
-    private_key: str | None = Field(None, description="this site's Ed25519 private key (PEM)")
+    private_key: str | None = Field(None, description="this site's Ed25519 private key (PEM, from `medsplit "
+                                                      "provision`)")
+    server_key: str | None = Field(None, description="the server's Ed25519 public key, pinned (server.pub from "
+                                                     "`medsplit provision`)")
+    parties: str | None = Field(None, description="the study's parties and their public keys (parties.json from "
+                                                  "`medsplit provision`), to check sites this one talks to directly")
     run_dir: str | None = Field(None, description="checkpoints and the audit log, at the site")
 
     @field_validator("server")

@@ -1,11 +1,10 @@
 """Parties as processes: nodes, sessions, admission, resume, checkpoints and the control plane."""
 
-from .auth import Credentials
 from .host import run_host
 from .member import run_member
 from .node import Node, NodeOptions, host_party
 
-__all__ = ["Credentials", "Node", "NodeOptions", "host_party", "run_node"]
+__all__ = ["Node", "NodeOptions", "host_party", "run_node"]
 
 
 def run_node(opts: NodeOptions) -> dict | None:

@@ -6,10 +6,10 @@ import json
 import time
 from typing import Any
 
-from ..errors import AuthenticationError, DataError, PeerTimeout, ProtocolError, RunError, TransportError
 from ..engine.report import summarize
+from ..errors import DataError, PeerTimeout, ProtocolError, RunError, TransportError
 from ..runstore import RunStore
-from .handshake import Start, admit
+from .admission import Start, admit, pair_keys
 from .node import Node
 from .resume import resume_point
 from .session import predict_session, run_session
@@ -53,12 +53,13 @@ def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
     members = [p for p in node.plan.parties if p != node.me]
     optional = set(node.topology.sites) if node.topology.schedule != "joint" and mode == "train" else set()
     failures, last_resume, seen, previous = 0, None, set(), None
-    first = True
     t0 = time.perf_counter()
     while True:
         node.session += 1
         state_file.write_text(json.dumps({"session": node.session}))
-        node.control.set({"session": node.session, "digest": node.digest, "mode": mode}, "session")
+        # Members still in the last session learn at once that it is over (and knock to join this one).
+        for p in list(node.transport.connected):
+            node.transport.drop(p, f"the server starts session {node.session}")
 
         def event(party: str, status: str, detail: str = "") -> None:
             if store is not None:
@@ -68,14 +69,8 @@ def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
             event(party, "refused", why)
             node.log(f"refused party '{party}': {why}")
 
-        admission = admit(node.control, node.session, members, digest=node.digest, run_id=node.run_id,
-                          credentials=node.opts.members, optional=optional, rejoin_timeout=tr.rejoin_timeout,
-                          optional_after=min(tr.timeout, tr.rejoin_timeout), refuse=refuse, log=node.log)
-        refused = [p for p in members if p in admission.refused and p not in optional]
-        if refused:
-            raise AuthenticationError(f"parties {refused} were refused; no tensor was exchanged with them",
-                                      hint="check their credentials (secret or key) and that they run the same "
-                                           "experiment file as the server")
+        admission = admit(node, node.session, members, optional=optional, rejoin_timeout=tr.rejoin_timeout,
+                          optional_after=min(tr.timeout, tr.rejoin_timeout), refuse=refuse)
         admitted = sorted(admission.ready)
         for p in admitted:
             event(p, "resumed" if p in seen else "connected")
@@ -98,10 +93,11 @@ def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
         # Every party takes its place in the schedule from the host's checkpoint: one truth for where we are.
         position = node.checkpoints.load(resume)[1].to_json() if resume is not None else None
         start = Start(resume, position, node.active, load)
-        node.control.set(start.to_json(), node.session, "start")
         try:
-            node.connect(first)
-            first = False
+            keys = pair_keys(node, node.active)
+            for p in admitted:
+                node.control.send(p, keys[p], node.session, "keys")
+                node.control.send(p, start.to_json(), node.session, "start")
             rows = _gather_rows(node)
             for p in node.active:
                 event(p, "training", f"session {node.session}, from step {resume or 0}")
@@ -134,16 +130,22 @@ def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
 
 
 def _gather_rows(node: Node) -> dict[str, list[int]]:
-    """Every site of the session posts its row counts; the host publishes them all (the schedule's input)."""
+    """Every site of the session sends its row counts; the host sends them all to every party (the schedule's input)."""
     timeout = node.exp.training.timeout
-    posted = {s: node.control.wait(timeout, f"site '{s}' to report its rows", node.session, "rows", s,
+    posted = {s: node.control.wait(s, timeout, f"site '{s}' to report its rows", node.session, "rows",
                                    abort=node.aborted)
               for s in node.topology.sites if s in node.active}
-    aligned = {p["aligned"] for p in posted.values() if p["aligned"] is not None}
+    for s, p in posted.items():
+        if not (isinstance(p, dict) and isinstance(p.get("rows"), list) and len(p["rows"]) == 2
+                and all(isinstance(n, int) and n >= 0 for n in p["rows"])):
+            raise ProtocolError(f"site '{s}' reported its rows as {str(p)[:100]}, not two row counts")
+    aligned = {p["aligned"] for p in posted.values() if p.get("aligned") is not None}
     if aligned and node.session == 1:
         node.log(f"aligned by private set intersection: {min(aligned)} common patients")
     rows = {s: p["rows"] for s, p in posted.items()}
-    node.control.set(rows, node.session, "rows")
+    for p in node.active:
+        if p != node.me:
+            node.control.send(p, rows, node.session, "rows")
     return rows
 
 
@@ -155,11 +157,14 @@ def _predicted(node: Node, written: dict[str, int]) -> dict[str, Any]:
 
 
 def _finish(node: Node) -> None:
-    """Tell every member the run is complete, let them read it, and close the channels."""
-    node.control.set({"summary": "completed"}, "done")
+    """Tell every connected member the run is complete, and close the channels."""
+    for p in node.transport.connected:
+        try:
+            node.control.send(p, {"summary": "completed"}, "done")
+        except TransportError:  # it left already; it trained every epoch it was part of
+            pass
     try:
         node.transport.flush()
     except TransportError as exc:  # a peer that left the run earlier; the others have everything
         node.log(f"at the end: {exc.message}")
-    time.sleep(0.5)  # let members read "done" before the store goes away
     node.transport.close()

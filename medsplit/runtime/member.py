@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import time
 
-from ..errors import ConfigError, MedsplitError, PeerTimeout, ProtocolError, TransportError
-from .handshake import join
+from ..errors import AuthenticationError, MedsplitError, PeerTimeout, ProtocolError, TransportError
+from .admission import Start, join
 from .node import Node
 from .session import predict_session, run_session
 
 __all__ = ["run_member"]
 
-_RECOVERABLE = (TransportError, PeerTimeout, ProtocolError)
+# Within a session, a pair to another member that fails its handshake (an impostor took its rendezvous) fails
+# the session, not the party: the host's refusals come from ``join``, outside it.
+_RECOVERABLE = (TransportError, PeerTimeout, ProtocolError, AuthenticationError)
 
 
 def run_member(node: Node) -> None:
-    """Join every session the host opens (a new one after any party failed) until the host says done."""
+    """Join every session the host opens (a new one after any party failed) until the host says done.
+
+    A refusal by the authenticated host (another experiment, credentials it does not accept) ends this party
+    with the reason; anything else (the host restarting, an impostor in the way) is retried until
+    ``training.rejoin_timeout`` passes without reaching the host.
+    """
     tr = node.exp.training
     deadline = time.monotonic() + tr.rejoin_timeout
     while node._transport is None:  # the server may not be up yet, or restarting
@@ -26,26 +33,26 @@ def run_member(node: Node) -> None:
                 raise
             node.log(f"waiting for the server: {exc.message}")
             time.sleep(2.0)
-    last, first = 0, True
+    host, control = node.host, node.control
     while True:
-        info = _next_session(node, last, deadline=time.monotonic() + tr.rejoin_timeout)
-        if info is None:
+        info = join(node, deadline=time.monotonic() + tr.rejoin_timeout)
+        if info.get("done"):
             node.log("the run is complete")
+            node.transport.close()
             return
         node.session = info["session"]
-        last = node.session
         try:
-            start = join(node.control, node.session, node.me, digest=node.digest, run_id=node.run_id,
-                         credentials=node.opts.credentials, checkpoints=node.checkpoints.steps(),
-                         epoch_ends=node.checkpoints.epoch_ends(),
-                         data_counts=dict(node.site.counts) if node.site is not None else None,
-                         timeout=tr.timeout, abort=node.aborted)
+            data = dict(node.site.counts) if node.site is not None else None
+            control.send(host, {"checkpoints": node.checkpoints.steps(), "epoch_ends": node.checkpoints.epoch_ends(),
+                                "data": data}, node.session, "ready")
+            start = Start.from_json(control.wait(host, tr.timeout, "the server's start", node.session, "start",
+                                                 abort=node.aborted))
             node.active = start.active
             if node.me not in node.active:
                 node.log(f"not part of session {node.session}; waiting for the next")
+                node.transport.drop(host, "not part of this session")
                 continue
-            node.connect(first)
-            first = False
+            node.connect_members(control.wait(host, tr.timeout, "the server's pair keys", node.session, "keys"))
             rows = _rows(node)
             node.training = True
             try:
@@ -61,50 +68,27 @@ def run_member(node: Node) -> None:
             return
         except _RECOVERABLE as exc:
             node.log(f"session {node.session} stopped: {exc}; waiting for the server to resume")
-
-
-def _next_session(node: Node, last: int, deadline: float) -> dict | None:
-    """The host's next session after ``last``, or None when the run is complete."""
-    while time.monotonic() < deadline:
-        try:
-            if node.control.get("done") is not None:
-                return None
-            info = node.control.get("session")
-        except TransportError:  # the server restarted: reach its new store
-            try:
-                node.transport.connect([], timeout=5)
+            try:  # tell the host at once, instead of letting it wait out its timeout
+                node.transport.drop(host, f"party '{node.me}' stopped session {node.session}: {str(exc)[:300]}")
             except MedsplitError:
                 pass
-            time.sleep(1.0)
-            continue
-        if info is not None and info["session"] > last:
-            if info.get("mode", "train") != node.opts.mode:
-                raise ConfigError(f"the server runs {info.get('mode')!r} and this party was started for "
-                                    f"{node.opts.mode!r}", hint="start the server and every party with the same "
-                                                               "command (with or without --predict)")
-            return info
-        time.sleep(0.2)
-    raise PeerTimeout(f"party '{node.me}' waited {node.exp.training.rejoin_timeout:.0f} s for the server")
 
 
 def _rows(node: Node) -> dict[str, list[int]]:
-    """A site posts its row counts (aligning its patients first, in vertical runs); all learn everyone's."""
+    """A site sends its row counts (aligning its patients first, in vertical runs); all learn everyone's."""
     if node.is_site:
-        node.control.set({"rows": node.site_rows(), "aligned": node.aligned}, node.session, "rows", node.me)
-    rows: dict[str, list[int]] = node.control.wait(node.exp.training.timeout, "the server to publish every site's rows",
-                                                   node.session, "rows", abort=node.aborted)
+        node.control.send(node.host, {"rows": node.site_rows(), "aligned": node.aligned}, node.session, "rows")
+    rows = node.control.wait(node.host, node.exp.training.timeout, "the server to send every site's rows",
+                             node.session, "rows", abort=node.aborted)
+    if not isinstance(rows, dict) or not all(isinstance(r, list) and len(r) == 2 for r in rows.values()):
+        raise ProtocolError("the server sent the sites' rows in a shape this party cannot use")
     return rows
 
 
 def _wait_done(node: Node) -> None:
     """After training: wait, bounded, for the host to mark the run complete; say so if it does not."""
-    deadline = time.monotonic() + node.exp.training.timeout
-    while time.monotonic() < deadline:
-        try:
-            if node.control.get("done") is not None:
-                return
-        except TransportError:  # the host closed its store after finishing
-            return
-        time.sleep(0.1)
-    node.log(f"trained every epoch, but the server did not mark the run complete within "
-             f"{node.exp.training.timeout:.0f} s; its run store has the outcome")
+    try:
+        node.control.wait(node.host, node.exp.training.timeout, "the server to mark the run complete", "done")
+    except TransportError as exc:
+        node.log(f"trained every epoch, but the server did not mark the run complete ({exc.message}); its run "
+                 "store has the outcome")

@@ -1,11 +1,12 @@
 """A party in its own process: what every node holds (plan, runner, data, transport, control plane) and does.
 
-One party, the host (the topology's first server), hosts the rendezvous store, the control plane and the
-run store, and drives sessions (``host.py``); every other party follows them (``member.py``). Training runs
-in sessions: in each, the host admits every party (``handshake.py``), agrees with them where to resume
-(``resume.py``), and all run the same epoch loop from there (``session.py``). When a party fails, the
-others notice within a second or their timeout, the host opens the next session, and the restarted party
-joins it: nothing done before the last common checkpoint is lost.
+One party, the host (the topology's first server), hosts the rendezvous store and the run store, and drives
+sessions (``host.py``); every other party follows them (``member.py``). Training runs in sessions: in each,
+the host connects to every party over an authenticated, encrypted pair (``admission.py``), agrees with them
+where to resume (``resume.py``), and all run the same epoch loop from there (``session.py``). Every control
+value travels on those pairs (``control.py``); the public store holds only rendezvous data and hints. When a
+party fails, the others notice within a second or their timeout, the host opens the next session, and the
+restarted party joins it: nothing done before the last common checkpoint is lost.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ from ..transport.base import NetworkTransport
 from ..transport.header import NameTable
 from ..transport.local import LocalTransport
 from ..transport.registry import node_transport
+from ..transport.secure import Trust
 from ..wire import AuditLog, Meter, Wire
-from .auth import Credentials
 from .control import ControlPlane
 from .resume import PartyCheckpoints
 
 __all__ = ["NodeOptions", "Node", "host_party"]
+
+
+def void(_: object) -> None:
+    """Drops a result (``run_in_threads`` runs functions that return nothing)."""
 
 
 def host_party(plan: Plan) -> str:
@@ -50,7 +55,9 @@ def host_party(plan: Plan) -> str:
 
 @dataclass
 class NodeOptions:
-    """How to run one party. ``credentials`` prove who a non-host party is; the host gets ``members``.
+    """How to run one party. ``trust``: this party's identity and what it requires of each peer (the host: of
+    every member; a member: of the host, its pinned key and/or shared secret). ``rpc_off_loopback`` lets the
+    rpc transport (no authentication, unpickles) use a non-loopback address, inside one trust domain.
 
     ``site`` is a site's own data (None for servers and relays). With ``predict_out`` the node predicts
     with the run's last checkpoints instead of training; a site that owns a task's labels writes that
@@ -63,8 +70,8 @@ class NodeOptions:
     host: str = "127.0.0.1"
     port: int = 29500
     transport: str = "gloo"
-    credentials: Credentials | None = None
-    members: dict[str, Credentials] = field(default_factory=dict)
+    trust: Trust = field(default_factory=Trust)
+    rpc_off_loopback: bool = False
     site: LocalSite | None = None
     out: TextIO | None = None
     fresh: bool = False  # ignore existing checkpoints (a new run in an old directory)
@@ -91,7 +98,9 @@ class Node:
         self.host = host_party(self.plan)
         self.is_host = self.me == self.host
         self.digest = self.exp.digest()
-        self.run_id = f"{self.exp.name}-{self.digest}"
+        # The run's name in the store: the digest is not part of it, so that a party with another version of
+        # the experiment meets the host and is refused, with the reason, instead of waiting in a run of its own.
+        self.run_id = self.exp.name
         self.run_dir = Path(opts.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints = PartyCheckpoints(self.run_dir, self.me, self.digest)
@@ -119,6 +128,7 @@ class Node:
         self.session = 0
         self.training = False  # between connecting this session's channels and its end
         self.connected_once = False
+        self.answered: dict[str, str] = {}  # the host: the last knock it answered, per member
         self.active: list[str] = list(self.plan.parties)  # the parties of the current session
 
     # --- common pieces -------------------------------------------------------------------------------
@@ -146,14 +156,26 @@ class Node:
         names = NameTable(list(self.plan.parties) + [p for a in allowed for p in a[2:]], [a[0] for a in allowed])
         self._transport = node_transport(self.opts.transport, party=self.me, peers=self.peers(), names=names,
                                          host=self.opts.host, port=self.opts.port, is_host=self.is_host,
-                                         run_id=self.run_id, timeout=self.exp.training.timeout)
-        self._control = ControlPlane(self._transport, self.run_id)
+                                         run_id=self.run_id, timeout=self.exp.training.timeout, trust=self.opts.trust,
+                                         digest=self.digest, hub=self.host, allow_remote=self.opts.rpc_off_loopback)
+        self._control = ControlPlane(self._transport, self.run_id, self.me)
 
     def peers(self) -> list[str]:
-        peers = set(self.plan.peers(self.me))
-        if self.vertical and self.is_site:
-            peers |= {s for s in self.topology.sites if s != self.me}
-        return sorted(peers)
+        return self.peers_of(self.me)
+
+    def peers_of(self, party: str) -> list[str]:
+        """Who ``party`` has a connection to: the host has one to every party (control values travel on it);
+        a member to the host and to the parties it exchanges tensors with."""
+        if party == self.host:
+            return sorted(p for p in self.plan.parties if p != party)
+        peers = set(self.plan.peers(party)) | {self.host}
+        if self.vertical and party in self.topology.sites:
+            peers |= {s for s in self.topology.sites if s != party}
+        return sorted(peers - {party})
+
+    def member_peers(self, party: str) -> list[str]:
+        """The peers of member ``party`` other than the host: pairs the host introduces each session."""
+        return [p for p in self.peers_of(party) if p != self.host]
 
     def lost_peers(self) -> list[str]:
         if self._transport is None or not self.connected_once:
@@ -161,14 +183,19 @@ class Node:
         connected = set(self._transport.connected)
         return [p for p in self.peers() if p in self.active and p not in connected]
 
-    def connect(self, first: bool) -> None:
-        peers = [p for p in self.peers() if p in self.active]
-        if first or not self.transport.rejoin:
-            self.transport.connect(peers if self.transport.rejoin else None)
-        else:  # in parallel: two parties that both wait on a third must not wait on each other first
-            run_in_threads(self.transport.reconnect, peers, name=f"medsplit-{self.me}-reconnect",
-                           timeout=self.exp.training.timeout + 30)
-        self.connected_once = True
+    def connect_members(self, keys: dict[str, str]) -> None:
+        """A member connects to the session's other members it talks to, with the pair keys the host handed it
+        over their authenticated connection (``keys``: peer -> hex)."""
+        if not self.transport.rejoin:
+            return  # a static group (rpc) was joined whole
+        peers = [p for p in self.member_peers(self.me) if p in self.active]
+        for p in peers:
+            if p not in keys:
+                raise TransportError(f"the server handed party '{self.me}' no key for its connection to '{p}'")
+            self.opts.trust.introduce(p, bytes.fromhex(keys[p]))
+        # In parallel: two parties that both wait on a third must not wait on each other first.
+        run_in_threads(lambda p: void(self.transport.reconnect(p)), peers, name=f"medsplit-{self.me}-connect",
+                       timeout=2 * self.exp.training.timeout + 30)
 
     def wire(self, abort: bool = True) -> Wire:
         return Wire(self.transport, self.meter, self.plan.allowed(), timeout=self.exp.training.timeout,
@@ -181,12 +208,8 @@ class Node:
         if self.is_host:
             lost = self.lost_peers() if self.training else []
             return f"lost the connection to {lost}" if lost else None
-        try:
-            current = self._control.get("session")
-        except TransportError:
-            return "the server's rendezvous store is gone"
-        if current is not None and current["session"] != self.session:
-            return f"the server started session {current['session']} (a party failed)"
+        if self.host not in self.transport.connected:
+            return "the connection to the server ended (it started a new session, or stopped)"
         return None
 
     # --- a site's data ---------------------------------------------------------------------------------

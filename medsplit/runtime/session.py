@@ -1,7 +1,7 @@
 """One session at one node: the epoch loop over this party's units, with the node's hooks; or predictions.
 
-The hooks are what a node adds to the loop: progress lines, its own checkpoints, posting its epoch report
-(the host merges every party's into the run store), and stopping at an epoch's end for a site that is back.
+The hooks are what a node adds to the loop: progress lines, its own checkpoints, sending its epoch report to
+the host (which merges every party's into the run store), and stopping at an epoch's end for a site that is back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..engine.party import Unit, load_batch
 from ..engine.report import EpochRecord, PartyReport, format_epoch, merge_reports, party_report
 from ..errors import ProtocolError
 from ..plan.schedule import Schedule, UnitSpec
-from .handshake import Start
+from .admission import Start
 
 if TYPE_CHECKING:
     from ..runstore import RunStore
@@ -43,11 +43,13 @@ class NodeHooks(LoopHooks):
         if not node.is_host:
             # A party whose tasks' labels stay here (U-shaped) shares only its latest loss, for the progress line.
             if losses:
-                node.control.set(losses, node.session, "loss", node.me)
+                node.control.send(node.host, losses, node.session, "loss")
             return
         for p in node.active:
             if p != node.me:
-                losses.update(node.control.get(node.session, "loss", p) or {})
+                theirs = node.control.get(p, node.session, "loss")
+                if isinstance(theirs, dict):
+                    losses.update({t: v for t, v in theirs.items() if isinstance(v, (int, float))})
         received = node.meter.received_from(node.me)
         sites = ", ".join(f"{s} {b / 1e6:.2f} MB" for s, b in sorted(received.items()))
         loss = ", ".join(f"{t} {v:.4f}" for t, v in sorted(losses.items()))
@@ -61,16 +63,17 @@ class NodeHooks(LoopHooks):
             node.checkpoints.mark_epoch_end(step)
 
     def epoch_end(self, epoch: int, train_steps: int, seconds: float) -> EpochRecord | None:
-        """Every party posts its aggregates; the host merges them into the run store and prints the line."""
+        """Every party sends its aggregates to the host, which merges them into the run store and prints the line."""
         node = self.node
         mine = party_report(node.runner)
-        node.control.set(mine, node.session, "epoch", epoch, node.me)
+        if not node.is_host:
+            node.control.send(node.host, mine, node.session, "epoch", epoch)
         if self.store is None:
             return None
         timeout = node.exp.training.timeout
-        self.reports = {p: mine if p == node.me else node.control.wait(timeout, f"party '{p}' epoch {epoch}",
-                                                                       node.session, "epoch", epoch, p,
-                                                                       abort=node.aborted)
+        self.reports = {p: mine if p == node.me else checked_report(p, node.control.wait(
+                            p, timeout, f"party '{p}' epoch {epoch}", node.session, "epoch", epoch,
+                            abort=node.aborted))
                         for p in node.active}
         record = merge_reports(epoch, self.reports, train_steps, seconds)
         self.store.record_epoch(record, self.reports)
@@ -82,11 +85,21 @@ class NodeHooks(LoopHooks):
         if not node.is_host:
             return True
         back = [p for p in node.plan.parties if p not in node.active
-                and node.control.get(node.session, "hello", p) is not None]
+                and node.control.knocked(p) not in (None, node.answered.get(p))]
         if back:  # a site that was down is back: the next session takes it in, from this epoch's end
             node.log(f"{back} came back; starting a session that includes them")
             return False
         return True
+
+
+def checked_report(party: str, report: Any) -> PartyReport:
+    """A member's epoch report, refused (as a protocol error, ending this session) unless it has the right shape."""
+    want: dict[str, type | tuple[type, ...]] = {"train_loss": dict, "metrics": dict, "dcor": dict, "flops": int,
+                                               "compute_seconds": (int, float), "bytes": dict, "audit": list}
+    if not isinstance(report, dict) or any(not isinstance(report.get(k), t) for k, t in want.items()):
+        raise ProtocolError(f"party '{party}' sent an epoch report that is not one",
+                            hint="the party runs an incompatible or faulty medsplit")
+    return report
 
 
 def _execute(node: Node) -> Any:
@@ -163,5 +176,5 @@ def write_predictions(path: Path, task: str, ids: Sequence[str], values: Sequenc
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["row_id", task])
-        for rid, value in zip(ids, values):
+        for rid, value in zip(ids, values, strict=True):
             writer.writerow([rid, ";".join(f"{v:.6f}" for v in value) if isinstance(value, list) else value])

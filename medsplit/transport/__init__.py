@@ -5,8 +5,7 @@ from .group import PartyGroup
 from .header import Header, NameTable
 from .local import LocalTransport
 from .mock import MockTransport
-from .registry import (TRANSPORTS, TransportSpec, in_process_transport, node_transport, transport_names,
-                       transport_spec)
+from .registry import TRANSPORTS, TransportSpec, in_process_transport, node_transport, transport_names, transport_spec
 
 __all__ = ["Transport", "NetworkTransport", "PartyGroup", "LocalTransport", "MockTransport", "NameTable", "Header",
            "TRANSPORTS", "TransportSpec", "transport_spec", "transport_names", "node_transport",

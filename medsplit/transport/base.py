@@ -5,13 +5,14 @@ from __future__ import annotations
 import abc
 import queue
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..errors import PeerTimeout, TransportError
 
 if TYPE_CHECKING:
     from ..wire.message import Message
+    from .inbox import ControlInbox
 
 __all__ = ["Transport", "NetworkTransport", "Store", "wait_on_mailbox"]
 
@@ -58,8 +59,10 @@ class NetworkTransport(Transport):
 
     Parties meet in a rendezvous ``store`` hosted by one of them (on ``port``); ``connect`` builds the
     connections to peers, ``reconnect`` replaces one that was lost (when ``rejoin`` is true: a peer that
-    restarted can come back alone), ``flush`` waits until every send was delivered, and ``connected``
-    lists the peers whose connection is up.
+    restarted can come back alone), ``drop`` closes one, ``flush`` waits until every send was delivered, and
+    ``connected`` lists the peers whose connection is up. ``post`` sends a control-plane value (JSON) to a
+    peer on their connection; ``inbox(peer)`` holds the values received from it on the current connection.
+    The store is public: it may carry hints and rendezvous data, never what a party acts on unchecked.
     """
 
     rejoin: ClassVar[bool] = False
@@ -77,6 +80,18 @@ class NetworkTransport(Transport):
 
     @abc.abstractmethod
     def flush(self, timeout: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def drop(self, peer: str, reason: str) -> None: ...
+
+    @abc.abstractmethod
+    def post(self, peer: str, key: str, value: Any) -> None: ...
+
+    @abc.abstractmethod
+    def inbox(self, peer: str) -> ControlInbox: ...
+
+    def refresh_store(self) -> None:
+        """Reaches the host's store again after it restarted (transports whose parties can rejoin)."""
 
     @property
     @abc.abstractmethod

@@ -8,13 +8,17 @@ checked against a whitelist and a byte limit before any memory is reserved.
 
 Layout (``HEADER_LEN`` int64 values)::
 
-    0 magic    1 version   2 op (data | bye)   3 name-table fingerprint
+    0 magic    1 version   2 op (data | bye | control)   3 name-table fingerprint
     4 kind     5 phase     6 step              7 edge id
     8 src id   9 dst id   10 dtype id         11 ndim
     12..19 shape (unused dims are 0)
 
 ``op == BYE`` announces that the sender closes this connection; its payload is the reason as UTF-8 bytes
-(a uint8 vector of at most ``MAX_REASON_BYTES``), decoded as text, never evaluated.
+(a uint8 vector of at most ``MAX_REASON_BYTES``), decoded as text, never evaluated. ``op == CONTROL`` carries
+one control-plane value (UTF-8 JSON, at most ``MAX_CONTROL_BYTES``; ``inbox.py`` parses it).
+
+Between processes the header is never sent as it is: the gloo transport seals it (``secure/channel.py``),
+and binds the payload that follows to it.
 """
 
 from __future__ import annotations
@@ -33,16 +37,19 @@ from ..wire.message import PHASES, Kind, Message
 if TYPE_CHECKING:
     from ..plan.plan import Plan
 
-__all__ = ["NameTable", "Header", "encode", "decode", "encode_message", "bye_header",
-           "HEADER_LEN", "MAX_NDIM", "DTYPES", "PHASES", "DATA", "BYE", "DEFAULT_MAX_BYTES", "MAX_REASON_BYTES"]
+__all__ = ["NameTable", "Header", "encode", "decode", "encode_message", "bye_header", "control_header",
+           "HEADER_LEN", "MAX_NDIM", "DTYPES", "PHASES", "DATA", "BYE", "CONTROL", "DEFAULT_MAX_BYTES",
+           "MAX_REASON_BYTES", "MAX_CONTROL_BYTES"]
 
 MAGIC = 0x4D53504C  # "MSPL"
-VERSION = 1
+VERSION = 2  # 2: the CONTROL op; headers travel sealed
 MAX_NDIM = 8
 HEADER_LEN = 12 + MAX_NDIM
-DATA, BYE = 0, 1
+DATA, BYE, CONTROL = 0, 1, 2
+_OPS = (DATA, BYE, CONTROL)
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above a 3D activation batch, far below what would exhaust a node
 MAX_REASON_BYTES = 4096
+MAX_CONTROL_BYTES = 16 << 20  # an epoch report with its audit rows is a few kB
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
 # PHASES comes from the wire module: one list of phases for the engine and the header.
@@ -147,7 +154,8 @@ def encode(header: Header, names: NameTable) -> torch.Tensor:
         raise ProtocolError(f"{what}: negative step {header.step}")
     shape = list(header.shape) + [0] * (MAX_NDIM - len(header.shape))
     values = [MAGIC, VERSION, header.op, names.fingerprint, KINDS.index(header.kind), PHASES.index(header.phase),
-              header.step, names.edge_id(header.edge) if header.op == DATA else 0, names.party_id(header.src), names.party_id(header.dst),
+              header.step, names.edge_id(header.edge) if header.op == DATA else 0, names.party_id(header.src),
+              names.party_id(header.dst),
               _DTYPE_ID[header.dtype], len(header.shape), *shape]
     return torch.tensor(values, dtype=torch.int64)
 
@@ -159,6 +167,11 @@ def encode_message(msg: Message, names: NameTable) -> torch.Tensor:
 def bye_header(src: str, dst: str, reason_bytes: int) -> Header:
     """A goodbye from ``src``; its payload is ``reason_bytes`` of UTF-8 text."""
     return Header(0, "", KINDS[0], src, dst, PHASES[0], torch.uint8, (reason_bytes,), op=BYE)
+
+
+def control_header(src: str, dst: str, nbytes: int) -> Header:
+    """A control-plane value from ``src``; its payload is ``nbytes`` of UTF-8 JSON."""
+    return Header(0, "", KINDS[0], src, dst, PHASES[0], torch.uint8, (nbytes,), op=CONTROL)
 
 
 def decode(tensor: torch.Tensor, names: NameTable, *, peer: str, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -183,7 +196,7 @@ def decode(tensor: torch.Tensor, names: NameTable, *, peer: str, max_bytes: int 
     if version != VERSION:
         raise bad("version", f"{version}, this party speaks {VERSION}",
                   "run the same medsplit version at every party")
-    if op not in (DATA, BYE):
+    if op not in _OPS:
         raise bad("op", f"{op}")
     if fingerprint != names.fingerprint:
         raise bad("name table", f"fingerprint {fingerprint:x}, this party's is {names.fingerprint:x}",
@@ -216,6 +229,9 @@ def decode(tensor: torch.Tensor, names: NameTable, *, peer: str, max_bytes: int 
     if op == BYE and (header.dtype != torch.uint8 or ndim != 1 or header.nbytes > MAX_REASON_BYTES):
         raise bad("goodbye", f"payload {header.dtype} {header.shape}, expected uint8 text up to "
                              f"{MAX_REASON_BYTES} bytes")
+    if op == CONTROL and (header.dtype != torch.uint8 or ndim != 1 or header.nbytes > MAX_CONTROL_BYTES):
+        raise bad("control value", f"payload {header.dtype} {header.shape}, expected uint8 JSON up to "
+                                   f"{MAX_CONTROL_BYTES} bytes")
     if expect_src is not None and header.src != expect_src:
         raise bad("src", f"'{header.src}' on the connection from '{expect_src}'", "a peer may only speak for itself")
     if expect_dst is not None and header.dst != expect_dst:

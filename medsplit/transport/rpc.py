@@ -13,6 +13,10 @@ mailbox releases messages in that order. The header travels as the same int64 te
 and is validated the same way, so a confused peer gets the same clear errors. The rpc group is static:
 every party of the run must join (``connect``), and a party that dies cannot rejoin it; use gloo where
 sites must be able to restart on their own.
+
+Because a peer's call can run code here, rpc refuses a rendezvous address off loopback unless the caller
+says the network is one trust domain (``allow_remote=True``; ``--rpc-off-loopback`` on the command line).
+Nothing is encrypted or authenticated: ``trust`` is accepted for a uniform constructor, and not used.
 """
 
 from __future__ import annotations
@@ -39,13 +43,15 @@ from ..errors import (
 )
 from ..wire.message import Message
 from .base import NetworkTransport, wait_on_mailbox
-from .header import DEFAULT_MAX_BYTES, Header, NameTable, decode, encode
+from .header import CONTROL, DEFAULT_MAX_BYTES, Header, NameTable, control_header, decode, encode
+from .inbox import ControlInbox, decode_control, encode_control
 
 __all__ = ["RpcTransport"]
 
 _SCHEME = "medsplit"  # our rendezvous handler hands rpc a store made here, with our timeouts
 _POLL = 0.1
 _RPC_NAME = re.compile(r"[A-Za-z0-9_:\-]{1,127}")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _STORES: dict[str, PrefixStore] = {}
 _ACTIVE: RpcTransport | None = None  # rpc is per process: one transport at a time
 _ACTIVE_LOCK = threading.Lock()
@@ -84,7 +90,9 @@ class _Mailbox:
         with self.lock:
             self.held[seq] = item
             while self.next in self.held:
-                self.queue.put(self.held.pop(self.next))
+                item = self.held.pop(self.next)
+                if item is not None:  # a control value's place in the sequence; it went to the inbox
+                    self.queue.put(item)
                 self.next += 1
 
 
@@ -100,7 +108,13 @@ class RpcTransport(NetworkTransport):
 
     def __init__(self, party: str, peers: Sequence[str], names: NameTable, host: str, port: int, is_host: bool,
                  run_id: str, timeout: float = 60.0, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 worker_threads: int = 8) -> None:
+                 worker_threads: int = 8, allow_remote: bool = False, **_ignored: object) -> None:
+        if host not in _LOOPBACK and not allow_remote:
+            raise ConfigError(f"party '{party}': transport 'rpc' refuses the rendezvous address {host}: rpc unpickles "
+                              "what peers send, so anyone who reaches this party over the network could run code in "
+                              "it, and rpc has no authentication or encryption",
+                              hint="use --transport gloo between institutions (authenticated, encrypted); inside one "
+                                   "trust domain (one hospital's own cluster) pass --rpc-off-loopback")
         if party in peers:
             raise ConfigError(f"party '{party}' lists itself as a peer")
         for who in (party, *peers):
@@ -119,6 +133,7 @@ class RpcTransport(NetworkTransport):
         self.max_bytes = max_bytes
         self.worker_threads = worker_threads
         self._boxes = {p: _Mailbox() for p in self.peers}
+        self._inboxes = {p: ControlInbox(p) for p in self.peers}
         self._seq: dict[str, int] = collections.defaultdict(int)
         self._futures: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._send_lock = threading.Lock()
@@ -191,17 +206,34 @@ class RpcTransport(NetworkTransport):
         self._check(msg.dst, f"send {msg.describe()}")
         if msg.src != self.party:
             raise TransportError(f"party '{self.party}' cannot send {msg.describe()} on behalf of '{msg.src}'")
-        self._reap(msg.dst, block_until=None)
         header = encode(Header.of(msg), self.names)
         payload = msg.tensor.detach().to("cpu").clone()  # rpc may serialise after this returns
+        self._call(msg.dst, header, payload, msg.describe())
+
+    def _call(self, dst: str, header: torch.Tensor, payload: torch.Tensor, what: str) -> None:
+        self._check(dst, f"send {what}")
+        self._reap(dst, block_until=None)
         with self._send_lock:
-            seq = self._seq[msg.dst]
-            self._seq[msg.dst] += 1
+            seq = self._seq[dst]
+            self._seq[dst] += 1
             try:
-                fut = rpc.rpc_async(msg.dst, _deliver, args=(self.party, seq, header, payload), timeout=self.timeout)
+                fut = rpc.rpc_async(dst, _deliver, args=(self.party, seq, header, payload), timeout=self.timeout)
             except Exception as exc:
-                raise TransportError(f"party '{self.party}' could not send {msg.describe()}: {exc}") from exc
-            self._futures[msg.dst].append((fut, msg.describe()))
+                raise TransportError(f"party '{self.party}' could not send {what}: {exc}") from exc
+            self._futures[dst].append((fut, what))
+
+    def post(self, peer: str, key: str, value: object) -> None:
+        """A control-plane value to ``peer``, delivered in order with its messages."""
+        data = encode_control(key, value)
+        header = encode(control_header(self.party, peer, len(data)), self.names)
+        self._call(peer, header, torch.frombuffer(bytearray(data), dtype=torch.uint8), f"control value '{key}'")
+
+    def inbox(self, peer: str) -> ControlInbox:
+        self._check(peer, "read its control values")
+        return self._inboxes[peer]
+
+    def drop(self, peer: str, reason: str) -> None:
+        """An rpc group is static: a connection cannot be closed alone (the group ends with ``close``)."""
 
     def recv(self, src: str, dst: str, *, timeout: float, awaiting: str) -> Message:
         self._check(src, f"wait for {awaiting}")
@@ -289,7 +321,9 @@ class RpcTransport(NetworkTransport):
             if not isinstance(payload, torch.Tensor) or payload.dtype != h.dtype or tuple(payload.shape) != h.shape:
                 raise ProtocolError(f"peer '{src}' sent a payload that does not match its header ({h.dtype} "
                                     f"{h.shape})", hint="the peer runs an incompatible or faulty medsplit")
+            if h.op == CONTROL:
+                self._inboxes[src].put(*decode_control(payload.numpy().tobytes(), src))
         except ProtocolError as exc:
             box.put(seq, exc)
             raise
-        box.put(seq, h.message(payload))
+        box.put(seq, h.message(payload) if h.op != CONTROL else None)

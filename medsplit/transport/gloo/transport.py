@@ -4,24 +4,25 @@ Why per pair, and no ``init_process_group``: a global group dies with any member
 stop every hospital. Here each pair of parties that talk owns a ``ProcessGroupGloo`` of two ranks (rank by
 sorted name) that rendezvous under its own prefix of one ``TCPStore`` hosted by the server::
 
-    medsplit/{run_id}/{a}|{b}/generation        the pair's current generation g (a counter in the store)
-    medsplit/{run_id}/{a}|{b}/gen{g}/joined/{p} which process of party p joined generation g
-    medsplit/{run_id}/{a}|{b}/gen{g}/...        the gloo rendezvous of generation g (a PrefixStore)
+    medsplit/{run}/{a}|{b}/generation        the pair's current generation g (a counter in the store)
+    medsplit/{run}/{a}|{b}/gen{g}/joined/{p} which process of party p joined generation g
+    medsplit/{run}/{a}|{b}/gen{g}/...        the gloo rendezvous of generation g (a PrefixStore)
+
+The store is open to anyone who reaches it, so it decides nothing: on every new group the two ends run a
+handshake (``secure/handshake.py``) that proves each one's identity (an Ed25519 key and/or a shared secret,
+from ``trust``) and derives fresh keys; every later byte on the group is sealed with them (``pair.py``). A
+group whose other end cannot prove itself is closed, and the attempt fails; the next one uses a new
+generation. Nothing a peer sends is unpickled, and nothing is parsed or allocated before it verifies.
 
 A site that crashes and restarts builds a new group for the next generation while the others keep theirs;
-the surviving end calls ``reconnect(peer)`` when it sees the loss (see ``reconnect`` for how both ends agree).
-
-The wire carries tensors only: a fixed int64 header (``header.py``), then the payload as raw bytes. Nothing
-a peer sends is unpickled, and every header is validated before a byte of payload memory is allocated.
+the surviving end calls ``reconnect(peer)`` when it sees the loss.
 
 Waiting without gloo timeouts: a gloo receive that times out closes its pair for good, so a slow peer would
 turn into a broken connection. Each pair therefore has a receiver thread that always has a header receive
 posted (with a far deadline) and fills a per-peer mailbox; ``recv`` waits on the mailbox with the caller's
-timeout. A side effect is that sends complete as soon as the bytes arrive, whatever the receiving party's
-engine is doing, so ``send`` only posts the header and payload and returns. A completer thread per pair
-keeps the send handles (and their tensors) alive and waits for them in order, each within ``timeout``;
-a send that fails ends the connection, and the next ``recv`` from that peer says so. ``flush()`` and
-``close()`` wait, bounded, until every send has completed.
+timeout. ``send`` only seals and posts and returns; a completer thread per pair waits for the posted sends
+in order, each within ``timeout``; a send that fails ends the connection, and the next ``recv`` says so
+(``flush()`` and ``close()`` wait, bounded, for every send).
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from torch.distributed import PrefixStore, ProcessGroupGloo, TCPStore
+from torch.distributed import TCPStore
 
-from ...errors import ConfigError, MedsplitError, ProtocolError, TransportError
+from ...errors import AuthenticationError, ConfigError, MedsplitError, ProtocolError, TransportError
 from ...wire.message import Message
 from ..base import NetworkTransport, wait_on_mailbox
 from ..header import DEFAULT_MAX_BYTES, Header, NameTable, encode
-from .pair import Lost, Pair, complete_loop, first_line, receive_loop, td, to_bytes
+from ..inbox import ControlInbox, encode_control
+from ..secure import PairContext, Trust
+from .pair import Limits, Lost, Pair, complete_loop, first_line, receive_loop, td, to_bytes
+from .rendezvous import choose_generation, make_group, open_store, secure_group
 
 __all__ = ["GlooTransport"]
 
@@ -60,18 +65,18 @@ def _close_at_exit() -> None:
 
 
 class GlooTransport(NetworkTransport):
-    """Point-to-point tensors between this ``party`` and its ``peers`` over gloo.
+    """Point-to-point tensors between this ``party`` and its ``peers`` over gloo, sealed per pair.
 
     ``names``: the run's ``NameTable`` (``NameTable.from_plan(plan)``), the same at every party.
     ``host``/``port``: the rendezvous store, hosted by the party with ``is_host=True`` (the server; ``port=0``
-    there picks a free port, read back from ``.port``). ``run_id`` separates runs sharing a store.
-    ``timeout``: the bound on store connection, pair rendezvous and completing a send (generous: a 3D
-    activation batch over a hospital uplink is slow). ``local_addr``: the address this party's gloo sockets
-    bind to and advertise (default: 127.0.0.1 when the store is on loopback, else gloo's own choice,
-    which ``GLOO_SOCKET_IFNAME`` steers). ``max_bytes``: the largest payload a peer may announce.
-    ``copy_on_send=False`` saves one copy of every payload (about 10 ms per 20 MB on a small CPU) for callers
-    that never modify a sent tensor in place before the next ``recv`` from that peer or ``flush()``; the
-    engine's activations, gradients, labels and weight vectors are never modified after sending.
+    there picks a free port, read back from ``.port``). ``run_id`` names the run in the store.
+    ``trust``: this party's identity and what it requires of each peer; ``digest``: the experiment's digest,
+    compared (authenticated) in every handshake; ``hub``: the party that hosts the run, which proves itself
+    first in its pairs. ``timeout``: the bound on store connection, pair rendezvous and handshake, and
+    completing a send (generous: a 3D activation batch over a hospital uplink is slow). ``local_addr``: the
+    address this party's gloo sockets bind to and advertise (default: 127.0.0.1 when the store is on loopback,
+    else gloo's own choice, which ``GLOO_SOCKET_IFNAME`` steers). ``max_bytes``: the largest payload a peer
+    may announce; ``max_queued_bytes``: what a peer may have waiting here, not yet taken by ``recv``.
 
     Usage: ``t = GlooTransport(...); t.connect(); ... t.close()``. CPU tensors only (CUDA tensors are copied to
     the CPU on send); nccl between two GPU parties is not implemented.
@@ -81,8 +86,9 @@ class GlooTransport(NetworkTransport):
     rejoin = True
 
     def __init__(self, party: str, peers: Sequence[str], names: NameTable, host: str, port: int, is_host: bool,
-                 run_id: str, timeout: float = 60.0, *, local_addr: str | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES, copy_on_send: bool = True) -> None:
+                 run_id: str, timeout: float = 60.0, *, trust: Trust, digest: str = "", hub: str | None = None,
+                 local_addr: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_queued_bytes: int = DEFAULT_MAX_BYTES) -> None:
         for who in (party, *peers):
             if "|" in who or "/" in who:
                 raise ConfigError(f"party name '{who}' contains '|' or '/', which the rendezvous keys reserve",
@@ -97,16 +103,18 @@ class GlooTransport(NetworkTransport):
         self.is_host = is_host
         self.run_id = run_id
         self.timeout = float(timeout)
-        self.max_bytes = max_bytes
-        self.copy_on_send = copy_on_send
+        self.trust = trust
+        self.digest = digest
+        self.hub = hub
+        self.limits = Limits(max_bytes, max_queued_bytes)
         self.local_addr = local_addr or ("127.0.0.1" if host in _LOOPBACK else None)
         self._token = f"{os.getpid()}-{uuid.uuid4().hex}"  # this process's life, as opposed to a restart's
         self._pairs: dict[str, Pair] = {}
         self._retired: list[Pair] = []  # kept so that their groups are destroyed here, not in their threads
-        self._established: dict[str, int] = {}  # last generation that connected, per peer
+        self._established: dict[str, int] = {}  # last generation this process joined (connected or tried), per peer
         self._lock = threading.Lock()
         self._closed: str | None = None
-        self._store, self._store_id = self._open_store(port)
+        self._store, self._store_id = open_store(party, host, port, is_host, self._base, self.timeout)
         self.port: int = self._store.port
         _OPEN.add(self)
 
@@ -116,29 +124,6 @@ class GlooTransport(NetworkTransport):
     def _base(self) -> str:
         return f"medsplit/{self.run_id}"
 
-    def _open_store(self, port: int) -> tuple[TCPStore, str]:
-        """The store (hosted here, or a client of the host's) and the id of the host's store instance."""
-        try:
-            store = TCPStore(self.host, port, None, self.is_host, td(self.timeout), wait_for_workers=False)
-        except Exception as exc:  # c10d raises RuntimeError/DistNetworkError/TimeoutError
-            if self.is_host:
-                raise TransportError(f"party '{self.party}' could not host the rendezvous store on "
-                                     f"{self.host}:{port}: {first_line(exc)}",
-                                     hint="choose a free port, or stop the process that holds it") from exc
-            raise TransportError(f"party '{self.party}' could not reach the rendezvous store at {self.host}:{port}"
-                                 f" within {self.timeout:.0f} s: {first_line(exc)}",
-                                 hint="start the server first (it hosts the store), and check that this "
-                                      "address and port are reachable from this site") from exc
-        key = f"{self._base}/store_id"
-        if self.is_host:
-            store.set(key, uuid.uuid4().hex)
-        try:
-            return store, store.get(key).decode()
-        except Exception as exc:
-            raise TransportError(f"party '{self.party}' reached the store at {self.host}:{port} but run "
-                                 f"'{self.run_id}' is not hosted there: {first_line(exc)}",
-                                 hint="use the run id the server was started with") from exc
-
     def _ensure_store(self) -> None:
         """After the host restarted, reconnects to its new store; the old generations went with the old one."""
         try:
@@ -146,26 +131,17 @@ class GlooTransport(NetworkTransport):
         except Exception as exc:  # the host's store went away
             if self.is_host:
                 raise TransportError(f"party '{self.party}' lost its own rendezvous store: {first_line(exc)}") from exc
-            self._store, current = self._open_store(self.port)
+            self._store, current = open_store(self.party, self.host, self.port, False, self._base, self.timeout)
         if current != self._store_id:
             self._store_id = current
             self._established.clear()
 
-    def _choose_generation(self, store: TCPStore, pair_key: str, established: int | None) -> int:
-        counter = f"{pair_key}/generation"
-        if established is not None:
-            # This process was connected at `established`: move on, or follow the peer that moved first.
-            got = int(store.compare_set(counter, str(established), str(established + 1)))
-            if got > established:
-                return got
-        got = int(store.compare_set(counter, "", "0"))
-        marker = f"{pair_key}/gen{got}/joined/{self.party}"
-        if store.check([marker]) and store.get(marker).decode() != self._token:
-            # An earlier life of this party joined `got`: this is a restart, so it needs a fresh generation.
-            got = int(store.compare_set(counter, str(got), str(got + 1)))
-        return got
+    def _initiator(self, peer: str) -> bool:
+        if self.hub in (self.party, peer):
+            return peer == self.hub  # the hub proves itself first in its pairs
+        return self.party < peer
 
-    def _connect_pair(self, peer: str, established: int | None, timeout: float) -> Pair:
+    def _connect_pair(self, peer: str, timeout: float) -> Pair:
         a, b = sorted((self.party, peer))
         pair_key = f"{self._base}/{a}|{b}"
         rank = 0 if self.party == a else 1
@@ -173,28 +149,29 @@ class GlooTransport(NetworkTransport):
         # rendezvous in parallel.
         store = self._store.clone()
         store.set_timeout(td(timeout))
-        generation = self._choose_generation(store, pair_key, established)
+        generation = choose_generation(store, pair_key, self.party, self._token, self._established.get(peer))
         store.set(f"{pair_key}/gen{generation}/joined/{self.party}", self._token)
-        opts = ProcessGroupGloo._Options()
-        opts._timeout = td(timeout)
-        if self.local_addr:
-            device = ProcessGroupGloo.create_device(hostname=self.local_addr)
-        elif os.environ.get("GLOO_SOCKET_IFNAME"):  # create_default_device() does not read it
-            device = ProcessGroupGloo.create_device(interface=os.environ["GLOO_SOCKET_IFNAME"])
-        else:
-            device = ProcessGroupGloo.create_default_device()
-        opts._devices = [device]
+        # Whatever happens next, this generation is used: a retry moves on to a fresh one.
+        with self._lock:
+            self._established[peer] = generation
         try:
-            pg = ProcessGroupGloo(PrefixStore(f"{pair_key}/gen{generation}", store), rank, 2, opts)
+            pg = make_group(store, f"{pair_key}/gen{generation}", rank, timeout, self.local_addr)
         except Exception as exc:
             raise TransportError(
                 f"party '{self.party}' could not connect to '{peer}' (generation {generation}) within "
                 f"{timeout:.0f} s: {first_line(exc)}",
                 hint=f"start party '{peer}' with run id '{self.run_id}' and rendezvous {self.host}:{self.port}; "
                      f"check that the two can reach each other") from exc
-        pair = Pair(peer, rank, generation, pg)
+        ctx = PairContext(self.run_id, self.party, peer, self._initiator(peer), generation, self.digest)
+        try:
+            channel = secure_group(pg, 1 - rank, ctx, self.trust, timeout)
+        except MedsplitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - gloo's errors on a group that broke mid-handshake
+            raise TransportError(f"the handshake with '{peer}' (gen {generation}) broke: {first_line(exc)}") from exc
+        pair = Pair(peer, rank, generation, pg, channel)
         pair.threads = [
-            threading.Thread(target=receive_loop, args=(pair, self.party, self.names, self.max_bytes),
+            threading.Thread(target=receive_loop, args=(pair, self.party, self.names, self.limits),
                              name=f"medsplit-gloo-{self.party}<-{peer}", daemon=True),
             threading.Thread(target=complete_loop, args=(pair, td(self.timeout)),
                              name=f"medsplit-gloo-{self.party}->{peer}", daemon=True)]
@@ -203,9 +180,10 @@ class GlooTransport(NetworkTransport):
         return pair
 
     def connect(self, peers: Iterable[str] | None = None, *, timeout: float | None = None) -> None:
-        """Builds the pair groups (all peers by default) in parallel, each waiting at most ``timeout``.
+        """Builds and authenticates the pair groups (all peers by default) in parallel, each within ``timeout``.
 
-        Raises a TransportError naming every peer that did not show up; the pairs that did stay usable.
+        Raises a TransportError naming every peer that did not show up or could not be authenticated (an
+        AuthenticationError when that is all that went wrong); the pairs that did connect stay usable.
         """
         self._check_open()
         timeout = self.timeout if timeout is None else timeout
@@ -217,17 +195,16 @@ class GlooTransport(NetworkTransport):
 
         def work(peer: str) -> None:
             try:
-                pair = self._connect_pair(peer, self._established.get(peer), timeout)
+                pair = self._connect_pair(peer, timeout)
                 with self._lock:
                     self._pairs[peer] = pair
-                    self._established[peer] = pair.generation
             except BaseException as exc:  # noqa: BLE001 - reported below, in the caller's thread
                 errors[peer] = exc
 
         threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in todo]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + timeout + 10.0  # the rendezvous itself is bounded by `timeout`
+        deadline = time.monotonic() + 2 * timeout + 10.0  # rendezvous, then handshake, each bounded by `timeout`
         for t in threads:
             t.join(max(deadline - time.monotonic(), 0.0))
         missing = [p for p in todo if p not in self._pairs and p not in errors]
@@ -235,18 +212,20 @@ class GlooTransport(NetworkTransport):
             errors[p] = TransportError(f"party '{self.party}' timed out connecting to '{p}'")
         if errors:
             detail = "; ".join(f"'{p}': {getattr(e, 'message', None) or first_line(e)}" for p, e in errors.items())
-            raise TransportError(f"party '{self.party}' could not connect to {sorted(errors)}: {detail}",
-                                 hint="start every listed party with the same run id and rendezvous address")
+            cls = AuthenticationError if all(isinstance(e, AuthenticationError) for e in errors.values()) \
+                else TransportError
+            raise cls(f"party '{self.party}' could not connect to {sorted(errors)}: {detail}",
+                      hint="start every listed party with the same run and rendezvous address, and the study's "
+                           "credentials")
 
     def reconnect(self, peer: str, *, timeout: float | None = None) -> int:
-        """A fresh connection to ``peer`` in the next generation; returns that generation.
+        """A fresh, authenticated connection to ``peer`` in the next generation; returns that generation.
 
-        Call it after a recv or send to ``peer`` raised a TransportError (the peer crashed, restarted, closed
-        or called reconnect). The end that was connected at generation g moves the store's counter from g to
-        g + 1 with compare-and-set, so when both ends call it they meet at g + 1; a restarted process, which
-        was never connected, joins the counter's current value unless an earlier life of itself already
-        joined it, in which case it moves the counter on. Messages still in the old mailbox are dropped: they
-        belong to a connection whose other end has gone (resume from a checkpoint after a rejoin).
+        Call it after a recv or send to ``peer`` raised a TransportError, or to connect to one peer alone. The
+        end that joined generation g moves the store's counter from g to g + 1 with compare-and-set, so both
+        ends meet at g + 1; a restarted process takes the counter's value unless an earlier life of itself
+        joined it (then it moves the counter on). The old mailbox is dropped (resume from a checkpoint).
+        Raises AuthenticationError (or RefusedError) when the other end could not prove itself or refused this one.
         """
         self._check_open()
         self._check_peer(peer)
@@ -254,16 +233,24 @@ class GlooTransport(NetworkTransport):
         if old is not None:
             self._retire(old, "reconnecting")
         self._ensure_store()
-        pair = self._connect_pair(peer, self._established.get(peer), self.timeout if timeout is None else timeout)
+        pair = self._connect_pair(peer, self.timeout if timeout is None else timeout)
         with self._lock:
             self._pairs[peer] = pair
-            self._established[peer] = pair.generation
         return pair.generation
+
+    def drop(self, peer: str, reason: str) -> None:
+        """Closes the connection to ``peer`` (with a goodbye that carries ``reason``), if there is one."""
+        if (old := self._pairs.pop(peer, None)) is not None:
+            self._retire(old, reason)
 
     @property
     def store(self) -> TCPStore:
         """The rendezvous store (hosted here or by the host); after a host restart, its new store."""
         return self._store
+
+    def refresh_store(self) -> None:
+        """Reaches the host's store again if it went away (the host restarted); raises if it cannot."""
+        self._ensure_store()
 
     def generation(self, peer: str) -> int:
         """The generation of the current connection to ``peer``."""
@@ -283,7 +270,7 @@ class GlooTransport(NetworkTransport):
         pair = self._pair(msg.dst, f"send {msg.describe()}")
         what = msg.describe()
         header = encode(Header.of(msg), self.names)
-        payload = to_bytes(msg.tensor, self.copy_on_send)
+        payload = to_bytes(msg.tensor)
         with pair.done:  # bounds the memory held by sends the peer has not taken yet
             if not pair.done.wait_for(lambda: pair.unfinished < _MAX_PENDING or pair.lost is not None,
                                       self.timeout):
@@ -293,7 +280,9 @@ class GlooTransport(NetworkTransport):
             raise self._lost_error(pair, f"sending {what}")
         with pair.lock:
             try:
-                pair.post([header, payload] if payload.numel() else [header], what)
+                pair.post(header, payload, what)
+            except MedsplitError:
+                raise
             except Exception as exc:  # gloo refuses to post on a closed pair
                 pair.fail(Lost(first_line(exc)))
                 raise self._lost_error(pair, f"sending {what}") from exc
@@ -309,7 +298,26 @@ class GlooTransport(NetworkTransport):
         if isinstance(item, Lost):
             pair.mailbox.put(item)  # every later recv on this connection fails the same way
             raise self._lost_error(pair, f"waiting for {awaiting}")
+        pair.took(item.tensor.numel() * item.tensor.element_size())
         return item
+
+    def post(self, peer: str, key: str, value: Any) -> None:
+        """Sends one control-plane value (JSON) to ``peer`` on their sealed connection."""
+        self._check_open()
+        pair = self._pair(peer, f"send control value '{key}'")
+        if pair.lost is not None:
+            raise self._lost_error(pair, f"sending control value '{key}'")
+        try:
+            pair.post_control(self.party, self.names, encode_control(key, value), f"control value '{key}'")
+        except MedsplitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            pair.fail(Lost(first_line(exc)))
+            raise self._lost_error(pair, f"sending control value '{key}'") from exc
+
+    def inbox(self, peer: str) -> ControlInbox:
+        """The control values received from ``peer`` on the current connection."""
+        return self._pair(peer, "read its control values").inbox
 
     def flush(self, timeout: float | None = None) -> None:
         """Waits until every send so far has completed, at most ``timeout`` (default: the transport's)."""
@@ -322,7 +330,6 @@ class GlooTransport(NetworkTransport):
                                      hint=f"check that party '{pair.peer}' is running and reachable")
             if pair.lost is not None and not pair.lost.bye:
                 raise self._lost_error(pair, "flushing its sends")
-
     def close(self, reason: str | None = None) -> None:
         """Says goodbye to every peer (with ``reason``), completes sends for a bounded time, drops the groups.
 

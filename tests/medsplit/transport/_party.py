@@ -16,11 +16,14 @@ import time
 import torch
 from torch import nn
 
-from medsplit.wire.meter import Meter
 from medsplit.transport import NameTable
 from medsplit.transport.gloo import GlooTransport
+from medsplit.transport.gloo.pair import _HEADER, _PAYLOAD, _TAG_HEADER, _TAG_PAYLOAD
+from medsplit.transport.header import Header, encode
 from medsplit.transport.rpc import RpcTransport
+from medsplit.transport.secure import Trust
 from medsplit.wire import Expect, Kind, Message, Wire
+from medsplit.wire.meter import Meter
 
 WIRE_EDGE = "enc->head"
 
@@ -68,7 +71,7 @@ def wire_site(transport, party: str, server: str, timeout: float) -> dict:
     split = [p.grad.clone() for p in enc.parameters()]
     enc.zero_grad()
     nn.functional.mse_loss(head(enc(x)), y).backward()
-    diff = max(float((a - p.grad).abs().max()) for a, p in zip(split, enc.parameters()))
+    diff = max(float((a - p.grad).abs().max()) for a, p in zip(split, enc.parameters(), strict=True))
     return {"event": "wire_done", "max_diff": diff, "bytes": meter.bytes_by_party()}
 
 
@@ -89,16 +92,24 @@ def main() -> None:
     ap.add_argument("--run-id", default="test")
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--watchdog", type=float, default=60.0)
+    ap.add_argument("--secret", default="test-secret", help="the pair secret every party of the test shares")
+    ap.add_argument("--hub", default="server", help="the party that proves itself first in its pairs")
     args = ap.parse_args()
     watchdog = threading.Timer(args.watchdog, lambda: os._exit(3))
     watchdog.daemon = True
     watchdog.start()
     names = NameTable(args.parties.split(","), args.edges.split(","))
     cls = GlooTransport if args.transport == "gloo" else RpcTransport
+    kw = {"trust": Trust.shared(args.secret.encode(), args.peers.split(",")), "hub": args.hub} \
+        if args.transport == "gloo" else {}
     t = cls(args.party, args.peers.split(","), names, args.host, args.port, args.is_host, args.run_id,
-            timeout=args.timeout)
+            timeout=args.timeout, **kw)
     emit({"event": "port", "port": t.port})
-    t.connect()
+    try:
+        t.connect()
+    except Exception as exc:  # noqa: BLE001 - reported to the test (an impostor's connection is refused)
+        emit({"event": "error", "type": type(exc).__name__, "message": str(exc)})
+        return
     gens = {p: t.generation(p) for p in t.peers} if args.transport == "gloo" else {}
     emit({"event": "connected", "generation": gens, "pid": os.getpid()})
     for line in sys.stdin:
@@ -113,16 +124,36 @@ def main() -> None:
                 emit({"event": "sent", "count": len(cmd["specs"]), "seconds": time.perf_counter() - t0})
             elif op == "recv":
                 got = []
-                for i, spec in enumerate(cmd["specs"]):
+                for spec in cmd["specs"]:
                     m = t.recv(cmd["from"], args.party, timeout=cmd.get("timeout", args.timeout),
                                awaiting=cmd.get("awaiting", "a test message"))
                     got.append({"step": m.step, "edge": m.edge, "kind": m.kind.value, "phase": m.phase,
                                 "equal": bool(m.tensor.dtype == make_tensor(spec).dtype
                                               and torch.equal(m.tensor, make_tensor(spec)))})
                 emit({"event": "received", "messages": got})
-            elif op == "raw_header":
+            elif op == "raw_header":  # a header sealed with this pair's keys, as a faulty or hostile peer would
                 pair = t._pairs[cmd["to"]]
-                pair.pg.send([torch.tensor(cmd["values"], dtype=torch.int64)], pair.peer_rank, 1).wait()
+                with pair.lock:
+                    values = torch.tensor(cmd["values"], dtype=torch.int64)
+                    sealed = pair.channel.seal(_HEADER, values.view(torch.uint8))
+                    pair.pg.send([sealed], pair.peer_rank, _TAG_HEADER).wait()
+                emit({"event": "sent", "count": 1})
+            elif op == "raw_frames":  # bytes on the pair as they are, unsealed (what an intruder could inject)
+                pair = t._pairs[cmd["to"]]
+                for tag, data in cmd["frames"]:
+                    pair.pg.send([torch.tensor(data, dtype=torch.uint8)], pair.peer_rank, tag).wait()
+                emit({"event": "sent", "count": len(cmd["frames"])})
+            elif op == "short_payload":  # a sealed header announcing more bytes than the sealed payload holds
+                pair = t._pairs[cmd["to"]]
+                h = Header(cmd["step"], cmd["edge"], Kind.ACTIVATION, args.party, cmd["to"], "train", torch.float32,
+                           tuple(cmd["shape"]))
+                plain = encode(h, names)
+                body = torch.zeros(cmd["payload_bytes"], dtype=torch.uint8)
+                with pair.lock:
+                    frames = (pair.channel.seal(_HEADER, plain.view(torch.uint8)),
+                              pair.channel.seal(_PAYLOAD, body, extra=plain.numpy().tobytes()))
+                    for tag, f in zip((_TAG_HEADER, _TAG_PAYLOAD), frames, strict=True):
+                        pair.pg.send([f], pair.peer_rank, tag).wait()
                 emit({"event": "sent", "count": 1})
             elif op == "flush":
                 t.flush()

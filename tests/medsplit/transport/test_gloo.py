@@ -15,6 +15,7 @@ from medsplit.errors import PeerTimeout, ProtocolError, TransportError
 from medsplit.transport import NameTable
 from medsplit.transport.gloo import GlooTransport
 from medsplit.transport.header import Header, encode
+from medsplit.transport.secure import Trust
 from medsplit.wire import Expect, Kind, Message, Wire
 from medsplit.wire.meter import Meter
 from sites.launch import free_port
@@ -28,7 +29,12 @@ EDGE_OF = {"site-a": "a->s", "site-b": "b->s"}
 TIMEOUT = 20.0
 
 
+SECRET = b"test-secret"  # the children's default (_party.py --secret)
+
+
 def _server(closing, peers, run_id, **kw) -> GlooTransport:
+    kw.setdefault("trust", Trust.shared(SECRET, peers))
+    kw.setdefault("hub", "server")
     t = GlooTransport("server", peers, NAMES, "127.0.0.1", 0, True, run_id, timeout=TIMEOUT, **kw)
     closing(t)
     return t
@@ -95,7 +101,7 @@ def test_ordered_delivery_of_every_dtype_and_shape_without_waiting_for_the_recei
     for i, spec in enumerate(back):
         tensor = driver.make_tensor(spec)
         srv.send(Message(100 + i, "a->s", Kind.GRADIENT, "server", "site-a", tensor, "eval"))
-        tensor.zero_()  # the sender may reuse its tensor at once: the transport sends a copy
+        tensor.zero_()  # the sender may reuse its tensor at once: sealing made the bytes that go out
     srv.flush()
     a.cmd("recv", **{"from": "server"}, specs=back)
     assert a.expect("received")["messages"] == [
@@ -200,7 +206,7 @@ def test_a_killed_site_is_reported_and_its_restart_rejoins_while_the_others_go_o
 
 def test_engine_wire_over_gloo_one_split_step_matches_the_unsplit_gradient(spawn, closing, driver):
     run = uuid.uuid4().hex
-    srv = _server(closing, ["site-a"], run, copy_on_send=False)  # the engine never modifies what it sent
+    srv = _server(closing, ["site-a"], run)
     a = _site(spawn, "site-a", srv.port, run)
     srv.connect()
     _connected(a)
@@ -231,7 +237,8 @@ def test_connect_names_the_peer_that_never_came(closing):
 def test_a_site_without_a_server_fails_within_its_timeout():
     port = free_port()  # nothing listens there
     with pytest.raises(TransportError, match=r"could not reach the rendezvous store at 127.0.0.1:\d+"):
-        GlooTransport("site-a", ["server"], NAMES, "127.0.0.1", port, False, "x", timeout=1.0)
+        GlooTransport("site-a", ["server"], NAMES, "127.0.0.1", port, False, "x", timeout=1.0,
+                      trust=Trust.shared(SECRET, ["server"]))
 
 
 def test_a_restarted_server_is_rejoined_by_a_site_that_kept_running(spawn, driver):

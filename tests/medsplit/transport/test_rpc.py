@@ -6,10 +6,9 @@ import uuid
 
 import pytest
 
-from medsplit.errors import ConfigError
+from medsplit.errors import ConfigError, TransportError
 from medsplit.transport import NameTable
-from medsplit.transport.rpc import RpcTransport
-from medsplit.transport.rpc import _Mailbox
+from medsplit.transport.rpc import RpcTransport, _Mailbox
 
 PARTIES = ["server", "site-a"]
 EDGES = ["a->s"]
@@ -70,3 +69,21 @@ def test_rpc_delivers_in_order_and_a_timeout_names_the_peer(spawn, driver):
     for p in (srv, site):
         p.expect("exiting")
         assert p.finish() == 0, "".join(p.stderr)[-2000:]
+
+
+def test_rpc_is_refused_off_loopback_unless_allowed_and_says_why(monkeypatch):
+    with pytest.raises(ConfigError, match="rpc unpickles what peers send") as err:
+        RpcTransport("site-a", ["server"], NameTable(PARTIES, EDGES), "10.0.0.5", 29500, False, "r")
+    assert "--rpc-off-loopback" in str(err.value) and "gloo" in str(err.value)
+
+    reached = []
+
+    def store(host, *args, **kw):  # no packet leaves this machine: the store is never really opened
+        reached.append(host)
+        raise RuntimeError("not opened in this test")
+
+    monkeypatch.setattr("medsplit.transport.rpc.TCPStore", store)
+    with pytest.raises(TransportError, match="could not reach the rendezvous store at 10.0.0.5"):
+        # allowed explicitly (one trust domain): it goes on to open the store
+        RpcTransport("site-a", ["server"], NameTable(PARTIES, EDGES), "10.0.0.5", 29500, False, "r", allow_remote=True)
+    assert reached == ["10.0.0.5"]
