@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "vertical-two-ehr.yaml"
 
 
-def write_study(workdir: Path, patients: int, overlap: float, seed: int, epochs: int, batch: int, lr: float) -> Path:
+def write_study(workdir: Path, patients: int, overlap: float, seed: int, epochs: int, batch: int, lr: float
+                ) -> Path:
     """The cohort and its experiment (the example's, with this benchmark's training settings)."""
     shutil.rmtree(workdir / "cohort", ignore_errors=True)
     res = synth_for_experiment(EXPERIMENT, workdir / "cohort", patients=patients, seed=seed, overlap=overlap)
@@ -103,7 +104,8 @@ def main() -> None:
 
     d = pooled(exp.parent)
     kw = {"epochs": args.epochs, "batch": args.batch_size, "lr": args.lr, "seed": args.seed}
-    central = train_mlp(np.c_[d["train_a"], d["train_b"]], d["train_y"], np.c_[d["val_a"], d["val_b"]], d["val_y"], **kw)
+    central = train_mlp(np.c_[d["train_a"], d["train_b"]], d["train_y"], np.c_[d["val_a"], d["val_b"]], d["val_y"],
+                        **kw)
     alone_a = train_mlp(d["train_a"], d["train_y"], d["val_a"], d["val_y"], **kw)
     alone_b = train_mlp(d["train_b"], d["train_y"], d["val_b"], d["val_y"], **kw)
 
@@ -112,8 +114,8 @@ def main() -> None:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("workdir", "out")),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
         "study": {"features": [d["train_a"].shape[1], d["train_b"].shape[1]], "patients_per_site": args.patients,
-                  "overlap": args.overlap, "aligned": int(len(d["train_y"]) + len(d["val_y"])), "train": int(len(d["train_y"])),
-                  "val": int(len(d["val_y"])), "positives_val": int(d["val_y"].sum())},
+                  "overlap": args.overlap, "aligned": int(len(d["train_y"]) + len(d["val_y"])),
+                  "train": int(len(d["train_y"])), "val": int(len(d["val_y"])), "positives_val": int(d["val_y"].sum())},
         "split_gloo": {"val_auc": split_aucs[-1], "history": split_aucs, "seconds": round(split_seconds, 1),
                        "bytes": split["bytes"]},
         "centralized": {"val_auc": central[-1], "history": central},

@@ -138,7 +138,8 @@ class DataReport:
             total = sum(counts.values()) or 1
             lines.append(f"label {name}: " + ", ".join(f"{c}: {n} ({100 * n / total:.0f}%)" for c, n in counts.items()))
         for name, st in self.label_stats.items():
-            lines.append(f"label {name}: {st['n']} values, mean {st['mean']:.4g}, from {st['min']:.4g} to {st['max']:.4g}")
+            lines.append(f"label {name}: {st['n']} values, mean {st['mean']:.4g}, "
+                         f"from {st['min']:.4g} to {st['max']:.4g}")
         if self.rejected:
             lines.append("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in self.reasons().items()))
             for r in self.rejected[:max_rejected]:

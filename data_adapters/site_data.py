@@ -167,8 +167,8 @@ def open_site_data(cfg: SiteConfig) -> tuple[SiteFiles, DataReport]:
     report.splits = {"samples": len(common), "train": sum(s == "train" for s in splits.values()),
                      "val": sum(s == "val" for s in splits.values())}
     for name, spec in cfg.labels.items():
-        values = [label_values[name][r] for r in sorted(common)]
-        (report.describe_label if spec.kind == "regression" else report.count_labels)(name, values)
+        held = [label_values[name][r] for r in sorted(common)]
+        (report.describe_label if spec.kind == "regression" else report.count_labels)(name, held)
     if not common and all(len(p.row_ids) for p in prepared.values()):
         report.notes.append("no patient is loaded in every key of this site: check that the IDs match across files")
     data = SiteFiles(site=cfg.site, prepared=prepared, labels=dict(cfg.labels), label_values=label_values,

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import (PYDICOM_IMPLEMENTATION_UID, ComputedRadiographyImageStorage, CTImageStorage,
-                         DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, MRImageStorage, generate_uid)
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 
 __all__ = ["Scanner", "Subject", "scanner", "write_images", "SOFT_TISSUE_WINDOW", "PROJECTION"]
 
@@ -97,7 +104,6 @@ def _write_series(folder: Path, single: bool, s: Subject, sc: Scanner, site: str
         stored = np.clip(np.round(vol), 0, 65535).astype(np.uint16)
         intercept = 0.0
     (folder.parent if single else folder).mkdir(parents=True, exist_ok=True)
-    first = None
     for k in range(vol.shape[0]):
         sop_uid = uid("sop", k)
         meta = FileMetaDataset()
@@ -153,8 +159,7 @@ def _write_series(folder: Path, single: bool, s: Subject, sc: Scanner, site: str
         ds.WindowCenter, ds.WindowWidth = {"CT": (40, 400), "MR": (400, 800)}.get(modality, (1000, 2000))
         ds.PixelData = stored[k].tobytes()
         ds.save_as(name, enforce_file_format=True)
-        first = first or name
-    return first.name if single else folder.name
+    return folder.with_suffix(".dcm").name if single else folder.name
 
 
 def write_images(folder: Path, subjects: Sequence[Subject], sc: Scanner, site: str, modality: str,

@@ -175,19 +175,19 @@ def _write_site(site_dir: Path, d: SiteDesign, people: list[_Person], i: int, n:
     shift *= i - (n - 1) / 2
     modalities: dict[str, Any] = {}
     for j, t in enumerate(d.tables):
-        here = [lab for lab in d.labels if lab.source == t.key]
-        _write_table(site_dir / f"{t.key}.csv", t, people, here, texts, seed, i * 16 + j, shift, seen)
+        in_table = [lab for lab in d.labels if lab.source == t.key]
+        _write_table(site_dir / f"{t.key}.csv", t, people, in_table, texts, seed, i * 16 + j, shift, seen)
         modalities[t.key] = {"kind": "table", "source": f"{t.key}.csv", "id_column": t.id_column,
                              "numeric": list(t.numeric), **({"categorical": dict(t.categorical)} if t.categorical
                                                             else {}),
                              **{k: v for k, v in t.entry.items() if k not in ("kind", "id_column", "numeric",
                                                                               "categorical")}}
     for j, m in enumerate(d.images):
-        here = [lab.name for lab in d.labels if lab.source == m.key]
+        in_manifest = [lab.name for lab in d.labels if lab.source == m.key]
         subjects = [Subject(p.pid, p.sex, p.age, p.lesion, max(0.0, 1.0 + p.score),
-                            {name: texts[name][p.pid] for name in here}) for p in people]
+                            {name: texts[name][p.pid] for name in in_manifest}) for p in people]
         write_images(site_dir / m.key, subjects, scanner(i, n), d.name, m.modality, m.spatial, seed, i * 16 + 8 + j,
-                     here)
+                     in_manifest)
         modalities[m.key] = {"kind": "dicom", "source": f"{m.key}/manifest.csv", "modality": m.modality,
                              "spatial_size": list(m.spatial),
                              **{k: v for k, v in m.entry.items() if k not in ("kind", "modality", "spatial_size")}}

@@ -9,8 +9,8 @@ from medsplit import DataError, SiteData, SplitTrainer, TensorTable
 from medsplit.data import Declared, LabelHeld, SiteHolding
 from medsplit.engine.checks import check_site_data
 from medsplit.plan import compile_topology
-from medsplit.topology.presets import build_preset
 from medsplit.topology.parts import PresetConfig
+from medsplit.topology.presets import build_preset
 from medsplit.topology.study import SiteSpec, StudySpec, TaskSpec
 
 
@@ -82,5 +82,6 @@ def test_in_memory_labels_are_checked_by_their_dtype(kind, dtype, ok):
         SplitTrainer(plan.topology, data)
         return
     need = "int64 class indices" if kind == "multiclass" else "float32 values"
-    with pytest.raises(DataError, match=f"site 'a' label 'y' holds {dtype} values, but task 'y' is {kind}.* needs {need}"):
+    with pytest.raises(DataError,
+                       match=f"site 'a' label 'y' holds {dtype} values, but task 'y' is {kind}.* needs {need}"):
         SplitTrainer(plan.topology, data)
