@@ -116,9 +116,6 @@ def run_synth(out_dir: Path, *, patients: int, seed: int, overlap: float = 0.8, 
               out: TextIO | None = None, **layout: Any) -> int:
     """Write a synthetic cohort (``layout``: sites, layout, slices, size, image_modality; or ``for_experiment``)
     and print where; returns the exit status."""
-    from .synth import synth_cohort
-    from .synth_study import synth_for_experiment
-
     out = out or sys.stdout
     t0 = time.perf_counter()
     try:
@@ -127,9 +124,13 @@ def run_synth(out_dir: Path, *, patients: int, seed: int, overlap: float = 0.8, 
                 flags = ", ".join(f"--{k.replace('_', '-')}" for k in layout)
                 raise ConfigError(f"{flags}: the experiment says what each site holds when --for is given",
                                   hint=f"drop {flags}, or drop --for to write a --layout cohort")
+            from .synth_study import synth_for_experiment  # reads site YAMLs: imports the DICOM stack
+
             res = synth_for_experiment(for_experiment, out_dir, patients=patients, seed=seed, overlap=overlap)
             what = f"for experiment {for_experiment}"
         else:
+            from .synth import synth_cohort
+
             layout = {"sites": 3, "layout": "horizontal", **layout}
             res = synth_cohort(out_dir, patients=patients, seed=seed, overlap=overlap, **layout)
             what = f"({layout['layout']})"

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from data_adapters.batches import DatasetSource
 from data_adapters.synth_study import synth_for_experiment
 from medsplit.config import load_experiment
 from medsplit.errors import DataError
@@ -98,3 +100,15 @@ def test_labels_of_another_kind(cohort, tmp_path):
 def test_the_written_study_passes_the_check(cohort):
     cohort_, _topology = open_experiment(load_experiment(cohort))
     assert cohort_.shapes("ehr_b") == {"ehr": (22,)} and cohort_.aligned == 10  # 80% of 12, rounded
+
+
+def test_batches_of_a_key_the_site_does_not_hold_are_a_data_error_not_a_key_error():
+    """The last guard, for a DatasetSource built by hand past the check: no uncaught KeyError: 'image'."""
+    class Rows:
+        row_ids = ["a"]
+
+        def sample(self, index, seed=None):
+            return {"ehr": torch.zeros(3), "row_id": "a"}
+
+    with pytest.raises(DataError, match=r"the site's data has no key 'image' \(it holds: ehr\)"):
+        DatasetSource(Rows(), ["image"]).batch([0])
