@@ -25,7 +25,7 @@ _EXPORTS = {
     "TableSpec": "ehr", "MissingRules": "ehr", "PreparedTable": "ehr", "TableDataset": "ehr",
     "prepare_table": "ehr", "read_table": "ehr",
     # synthetic cohorts, the data check
-    "synth_cohort": "synth", "SynthResult": "synth", "run_check": "check",
+    "synth_cohort": "synth", "SynthResult": "synth", "synth_for_experiment": "synth_study", "run_check": "check",
 }
 
 __all__ = list(_EXPORTS)
@@ -55,4 +55,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .report import REJECT_REASONS, DataReport, Rejected
     from .site_data import SiteDataset, SiteFiles, open_site_data, split_of
     from .synth import SynthResult, synth_cohort
+    from .synth_study import synth_for_experiment
     from .transforms import AugmentConfig, PipelineConfig, build_transforms, default_pipeline

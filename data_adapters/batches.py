@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from medsplit.errors import DataError
+
 __all__ = ["DatasetSource"]
 
 
@@ -23,6 +25,11 @@ class DatasetSource:
         """The declared keys of rows ``indices``; ``seed`` (a training step) fixes each row's augmentation."""
         samples = [self.dataset.sample(i, None if seed is None else seed * 1_000_003 + j)
                    for j, i in enumerate(indices)]
+        missing = [k for k in self.keys if samples and k not in samples[0]]
+        if missing:  # medsplit.engine.checks says this first, with the experiment's fix; this is the last guard
+            held = sorted(k for k in samples[0] if k != "row_id")
+            raise DataError(f"the site's data has no key '{missing[0]}' (it holds: {', '.join(held)})",
+                            hint="declare only keys the site's YAML has under modalities: or labels:")
         return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in self.keys}
 
     def row_ids(self, indices: Sequence[int]) -> list[str]:

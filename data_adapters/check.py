@@ -6,7 +6,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from medsplit.errors import ConfigError, DataError
 
@@ -39,7 +39,15 @@ together. A latent outcome drives a lesion in the images and lab values in the E
   horizontal: every site holds images + EHR + labels of its own patients.
   vertical:   site_1 CT, site_2 EHR and labels, site_3.. MR; sites share --overlap of patients.
 
-Example: medsplit synth --out cohorts/demo --sites 3 --patients 200 --seed 0"""
+For any experiment design, --for EXP.yaml writes, for each of its sites, the files its
+declared modalities need (tables of the declared width, CT/MR/CR/DX DICOM of the declared
+2D or 3D shape) and the labels its tasks need (binary, multiclass, regression; text values
+where the site's own YAML maps them), then DIR/experiment.yaml reading them. A site whose
+`config:` names an existing site YAML gets exactly the columns, sizes and label mappings it
+declares. Vertical studies share --overlap of each site's patients.
+
+Examples: medsplit synth --out cohorts/demo --sites 3 --patients 200 --seed 0
+          medsplit synth --for experiments/vertical-two-ehr.yaml --out runs/cohorts/two-ehr"""
 
 
 def run_check(*, config: Path | None = None, folder: Path | None = None, modality: str | None = None,
@@ -104,21 +112,33 @@ def _build_report(config: Path | None, folder: Path | None, modality: str | None
     return report
 
 
-def run_synth(out_dir: Path, *, sites: int, patients: int, seed: int, layout: str, slices: int = 1, size: int = 32,
-              overlap: float = 0.8, image_modality: str = "CT", out: TextIO | None = None) -> int:
-    """Write a synthetic cohort and print where; returns the exit status."""
-    from .synth import synth_cohort
-
+def run_synth(out_dir: Path, *, patients: int, seed: int, overlap: float = 0.8, for_experiment: Path | None = None,
+              out: TextIO | None = None, **layout: Any) -> int:
+    """Write a synthetic cohort (``layout``: sites, layout, slices, size, image_modality; or ``for_experiment``)
+    and print where; returns the exit status."""
     out = out or sys.stdout
     t0 = time.perf_counter()
     try:
-        res = synth_cohort(out_dir, sites=sites, patients=patients, seed=seed, layout=layout, slices=slices,
-                           size=size, overlap=overlap, image_modality=image_modality)
+        if for_experiment is not None:
+            if layout:
+                flags = ", ".join(f"--{k.replace('_', '-')}" for k in layout)
+                raise ConfigError(f"{flags}: the experiment says what each site holds when --for is given",
+                                  hint=f"drop {flags}, or drop --for to write a --layout cohort")
+            from .synth_study import synth_for_experiment  # reads site YAMLs: imports the DICOM stack
+
+            res = synth_for_experiment(for_experiment, out_dir, patients=patients, seed=seed, overlap=overlap)
+            what = f"for experiment {for_experiment}"
+        else:
+            from .synth import synth_cohort
+
+            layout = {"sites": 3, "layout": "horizontal", **layout}
+            res = synth_cohort(out_dir, patients=patients, seed=seed, overlap=overlap, **layout)
+            what = f"({layout['layout']})"
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     dt = time.perf_counter() - t0
-    print(f"wrote {len(res.site_configs)} sites ({layout}) to {res.out} in {dt:.1f} s", file=out)
+    print(f"wrote {len(res.site_configs)} sites {what} to {res.out} in {dt:.1f} s", file=out)
     for name, path in res.site_configs.items():
         print(f"  {name}: {path}", file=out)
     print(f"experiment: {res.experiment}", file=out)

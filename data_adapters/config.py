@@ -173,12 +173,7 @@ class _Resolver:
         tables = [k for k, m in modalities.items() if m.kind == "table"]
         for name, ls in spec.items():
             at = f"labels.{name}"
-            if ls.kind == "multiclass" and ls.classes is None:
-                raise self.fail(f"{at}.classes", "is required for a multiclass label",
-                                "write classes: N (values are 0..N-1); sites must agree on N")
-            if ls.kind == "binary" and ls.classes is not None:
-                raise self.fail(f"{at}.classes", "is not read for a binary label (it has 2 classes)",
-                                "delete classes, or write kind: multiclass")
+            classes = self.label_classes(at, ls)
             source = ls.source
             if source is None:
                 candidates = tables if len(tables) == 1 else (list(modalities) if len(modalities) == 1 else [])
@@ -196,5 +191,41 @@ class _Resolver:
             if isinstance(m, DicomModality) and m.source.is_dir():
                 raise self.fail(f"{at}.source", f"modalities.{source} is a discovered folder and holds no labels",
                                 "use a manifest CSV with the label column, or put the label in a table")
-            out[name] = LabelSpec(name=name, kind=ls.kind, classes=ls.classes or 2, source=source)
+            out[name] = LabelSpec(name=name, kind=ls.kind, classes=classes, source=source, values=ls.values,
+                                  positive=ls.positive)
         return out
+
+    def label_classes(self, at: str, ls: LabelFile) -> int:
+        """The label's number of classes; its mapping keys checked against its kind."""
+        if ls.values is not None and ls.positive is not None:
+            raise self.fail(at, "sets both values and positive",
+                            "keep one: positive: <value> (binary), or values: [...] (class 0 first)")
+        if ls.kind == "regression":
+            for key in ("classes", "values", "positive"):
+                if getattr(ls, key) is not None:
+                    raise self.fail(f"{at}.{key}", "is not read for a regression label (its values are numbers)",
+                                    f"delete {key}, or write kind: binary or multiclass")
+            return 1
+        if ls.kind == "binary":
+            if ls.classes is not None:
+                raise self.fail(f"{at}.classes", "is not read for a binary label (it has 2 classes)",
+                                "delete classes, or write kind: multiclass")
+            if ls.values is not None and len(ls.values) != 2:
+                raise self.fail(f"{at}.values", f"lists {len(ls.values)} values; a binary label has 2",
+                                "write values: [<negative>, <positive>], or kind: multiclass")
+            return 2
+        if ls.positive is not None:
+            raise self.fail(f"{at}.positive", "is read for binary labels only",
+                            "write values: [...] (class 0 first) for a multiclass label")
+        if ls.values is not None:
+            if ls.classes is not None and ls.classes != len(ls.values):
+                raise self.fail(f"{at}.classes", f"is {ls.classes}, but values lists {len(ls.values)} classes",
+                                "delete classes (the values set it), or list every class")
+            if len(ls.values) < 2:
+                raise self.fail(f"{at}.values", "lists fewer than 2 classes", "list every class, class 0 first")
+            return len(ls.values)
+        if ls.classes is None:
+            raise self.fail(f"{at}.classes", "is required for a multiclass label",
+                            "write classes: N (values are 0..N-1), or values: [...] for text classes; sites must "
+                            "agree on them")
+        return ls.classes

@@ -57,6 +57,7 @@ class DataReport:
     rejected: list[dict[str, str]] = field(default_factory=list)
     shapes: dict[str, list[int]] = field(default_factory=dict)
     label_balance: dict[str, dict[str, int]] = field(default_factory=dict)
+    label_stats: dict[str, dict[str, float]] = field(default_factory=dict)  # regression labels: n, mean, min, max
     duplicates: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     modalities: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -86,6 +87,12 @@ class DataReport:
         counts = Counter(str(_as_class(v)) for v in values)
         self.label_balance[name] = dict(sorted(counts.items()))
 
+    def describe_label(self, name: str, values: list[float]) -> None:
+        """A regression label: how many values and their range (aggregates, safe to show)."""
+        arr = [float(v) for v in values]
+        self.label_stats[name] = {"n": len(arr), "mean": sum(arr) / len(arr) if arr else float("nan"),
+                                  "min": min(arr, default=float("nan")), "max": max(arr, default=float("nan"))}
+
     def reasons(self) -> dict[str, int]:
         return dict(Counter(r["reason"] for r in self.rejected).most_common())
 
@@ -98,6 +105,7 @@ class DataReport:
             "rejected_by_reason": self.reasons(),
             "shapes": {k: list(v) for k, v in self.shapes.items()},
             "label_balance": {k: dict(v) for k, v in self.label_balance.items()},
+            "label_stats": {k: dict(v) for k, v in self.label_stats.items()},
             "duplicates": dict(self.duplicates),
             "splits": dict(self.splits),
             "modalities": {k: dict(v) for k, v in self.modalities.items()},
@@ -129,6 +137,9 @@ class DataReport:
         for name, counts in self.label_balance.items():
             total = sum(counts.values()) or 1
             lines.append(f"label {name}: " + ", ".join(f"{c}: {n} ({100 * n / total:.0f}%)" for c, n in counts.items()))
+        for name, st in self.label_stats.items():
+            lines.append(f"label {name}: {st['n']} values, mean {st['mean']:.4g}, "
+                         f"from {st['min']:.4g} to {st['max']:.4g}")
         if self.rejected:
             lines.append("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in self.reasons().items()))
             for r in self.rejected[:max_rejected]:

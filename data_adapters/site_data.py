@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from medsplit.data import LabelHeld, SiteHolding
 from medsplit.data import SiteData as EngineData
 from medsplit.errors import DataError
 
@@ -84,6 +85,8 @@ class SiteFiles:
     splits: dict[str, str]  # row_id -> 'train' | 'val'
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # found, loaded, rejected: what a server may print
+    source: str | None = None  # the site YAML it was read with
+    kinds: dict[str, str] = field(default_factory=dict)  # key -> "table" | "dicom CT" ...
     train: SiteDataset = field(init=False)
     val: SiteDataset = field(init=False)
 
@@ -96,6 +99,13 @@ class SiteFiles:
     def row_ids(self) -> list[str]:
         """Every usable patient of this site: the input to private set intersection."""
         return sorted(self.splits)
+
+    def holding(self) -> SiteHolding:
+        """What this site holds, for the engine's check against the topology (``medsplit.engine.checks``)."""
+        labels = {n: LabelHeld(s.kind, s.classes if s.kind == "multiclass" else None,
+                               torch.int64 if s.kind == "multiclass" else torch.float32)
+                  for n, s in self.labels.items()}
+        return SiteHolding(dict(self.shapes), labels, dict(self.kinds), self.source)
 
     def open(self, keys: Sequence[str], order: Sequence[str] | None = None, *, every_row: bool = False
              ) -> EngineData:
@@ -156,14 +166,17 @@ def open_site_data(cfg: SiteConfig) -> tuple[SiteFiles, DataReport]:
     splits = {rid: split(rid) for rid in common}
     report.splits = {"samples": len(common), "train": sum(s == "train" for s in splits.values()),
                      "val": sum(s == "val" for s in splits.values())}
-    for name in cfg.labels:
-        report.count_labels(name, [label_values[name][r] for r in sorted(common)])
+    for name, spec in cfg.labels.items():
+        held = [label_values[name][r] for r in sorted(common)]
+        (report.describe_label if spec.kind == "regression" else report.count_labels)(name, held)
     if not common and all(len(p.row_ids) for p in prepared.values()):
         report.notes.append("no patient is loaded in every key of this site: check that the IDs match across files")
     data = SiteFiles(site=cfg.site, prepared=prepared, labels=dict(cfg.labels), label_values=label_values,
                     splits=splits, shapes={k: tuple(p.shape) if isinstance(p, PreparedImaging) else (p.dim,)
                                            for k, p in prepared.items()},
-                    counts={"found": report.found, "loaded": report.loaded, "rejected": len(report.rejected)})
+                    counts={"found": report.found, "loaded": report.loaded, "rejected": len(report.rejected)},
+                    source=cfg_name, kinds={k: "table" if m.kind == "table" else f"dicom {m.modality}"
+                                            for k, m in cfg.modalities.items()})
     return data, report
 
 

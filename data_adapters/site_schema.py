@@ -140,10 +140,38 @@ class TableFile(StrictModel):
         return categorical
 
 
+def _label_value(value: Any) -> Any:
+    """A class as the table writes it: numbers in YAML (values: [0, 1]) are text; YAML's yes/no are refused."""
+    if isinstance(value, bool):
+        raise problem(f"{value} is a YAML boolean (yes/no/true/false are read as booleans)",
+                      "quote the value as it is written in the table, e.g. 'yes'")
+    if isinstance(value, (int, float)):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return value
+
+
+LabelValue = Annotated[StrictStr, BeforeValidator(_label_value), Field(min_length=1)]
+
+
 class LabelFile(StrictModel):
+    """A label column: its kind, and for text columns how values map to classes."""
+
     kind: Annotated[StrictStr, AfterValidator(one_of(LABEL_KINDS))] = "binary"
     classes: Annotated[StrictInt, Field(ge=2, le=100000)] | None = None
     source: Text | None = None
+    values: Annotated[tuple[LabelValue, ...] | None, Field(
+        examples=[["B", "M"]], description="the classes as written in the table, class 0 first (binary: "
+                                           "[negative, positive])")] = None
+    positive: Annotated[LabelValue | None, Field(
+        examples=["M"], description="binary: the value that means positive; the one other value is negative")] = None
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        twice = sorted({v for v in values if values.count(v) > 1}) if values else []
+        if twice:
+            raise problem(f"lists {', '.join(twice)} twice", "list each class once")
+        return values
 
 
 def _labels(value: Any) -> Any:

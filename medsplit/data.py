@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from .errors import DataError
 
-__all__ = ["BatchSource", "TensorTable", "SiteData", "LocalSite", "batch_order"]
+__all__ = ["BatchSource", "TensorTable", "SiteData", "LocalSite", "SiteHolding", "LabelHeld", "Declared",
+           "batch_order"]
 
 
 @runtime_checkable
@@ -61,13 +62,67 @@ class SiteData:
     val: BatchSource
 
 
+@dataclass(frozen=True)
+class LabelHeld:
+    """What a site's label is, as far as the site knows: its kind (binary, multiclass, regression) and classes
+    from its YAML, or only the dtype of its tensors (in-memory data)."""
+
+    kind: str | None = None
+    classes: int | None = None
+    dtype: torch.dtype | None = None
+
+
+@dataclass(frozen=True)
+class SiteHolding:
+    """What a site holds, to check it against what the topology declares: the per-sample shape of each data key,
+    its labels, what each key is (``table``, ``dicom CT`` ...) where known, and the file that describes it."""
+
+    data: Mapping[str, tuple[int, ...]]
+    labels: Mapping[str, LabelHeld] = field(default_factory=dict)
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    source: str | None = None
+
+    @classmethod
+    def of_batch(cls, batch: Mapping[str, torch.Tensor], labels: Sequence[str]) -> SiteHolding:
+        """From one batch of in-memory data: shapes of every key, and the dtype of each label key it has."""
+        return cls({k: tuple(v.shape[1:]) for k, v in batch.items()},
+                   {k: LabelHeld(dtype=batch[k].dtype) for k in labels if k in batch})
+
+
+@dataclass(frozen=True)
+class Declared:
+    """Where the topology's declarations come from: ``source`` in words (``experiment 'x'``), the ``file`` to
+    edit, and each site party's (name, index) in its ``sites:`` list."""
+
+    source: str = "the topology"
+    file: str | None = None
+    sites: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+
+    def name(self, party: str) -> str:
+        return self.sites.get(party, (party, -1))[0]
+
+    def key(self, party: str, rest: str) -> str | None:
+        """``sites[1].modalities.ehr.shape`` for ``rest='modalities.ehr.shape'``, when the site is listed."""
+        if party not in self.sites:
+            return None
+        return f"sites[{self.sites[party][1]}].{rest}"
+
+    def fix(self, party: str, rest: str, change: str, python: str) -> str:
+        """The fix in the experiment file ("set sites[1].modalities.ehr.shape in FILE to [22]"), or in code."""
+        key = self.key(party, rest)
+        if key is None:
+            return python
+        return change.replace("{key}", key + (f" in {self.file}" if self.file else ""))
+
+
 class LocalSite(Protocol):
     """A site's own data as its node opens it: what it holds, its patients, and its rows for the engine.
 
     ``row_ids`` are every usable patient (the input to private set intersection); ``counts`` is what the
-    server may print about the data (found, loaded, rejected); ``open(keys, order)`` returns the rows with
-    the data and label ``keys`` the topology gives this site, restricted to and in the agreed ``order`` when
-    one is given; with ``every_row`` both splits hold every row, without augmentation (predictions).
+    server may print about the data (found, loaded, rejected); ``holding()`` what it holds, to check against the
+    topology; ``open(keys, order)`` returns the rows with the data and label ``keys`` the topology gives this
+    site, restricted to and in the agreed ``order`` when one is given; with ``every_row`` both splits hold every
+    row, without augmentation (predictions).
     """
 
     @property
@@ -78,6 +133,8 @@ class LocalSite(Protocol):
 
     @property
     def row_ids(self) -> list[str]: ...
+
+    def holding(self) -> SiteHolding: ...
 
     def open(self, keys: Sequence[str], order: Sequence[str] | None = None, *, every_row: bool = False
              ) -> SiteData: ...

@@ -274,17 +274,18 @@ def _data_commands(sub: argparse._SubParsersAction) -> None:
     synth = sub.add_parser("synth", help="write synthetic hospital cohorts as DICOM + EHR files",
                            description=SYNTH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     synth.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
-    synth.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
+    synth.add_argument("--for", dest="for_experiment", type=Path, metavar="EXP.yaml",
+                       help="write files for every site of this experiment (its modalities, shapes and labels) and "
+                            "DIR/experiment.yaml reading them; instead of --layout")
+    synth.add_argument("--sites", type=int, help="number of sites (default 3)")
     synth.add_argument("--patients", type=int, default=200, help="patients per site (default 200)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
-    synth.add_argument("--layout", choices=("horizontal", "vertical"), default="horizontal",
-                       help="who holds what (default horizontal)")
-    synth.add_argument("--slices", type=int, default=1, help="slices per series; >1 writes 3D series folders (default 1)")
-    synth.add_argument("--size", type=int, default=32, help="image rows and columns (default 32)")
+    synth.add_argument("--layout", choices=("horizontal", "vertical"), help="who holds what (default horizontal)")
+    synth.add_argument("--slices", type=int, help="slices per series; >1 writes 3D series folders (default 1)")
+    synth.add_argument("--size", type=int, help="image rows and columns (default 32)")
     synth.add_argument("--overlap", type=float, default=0.8,
                        help="vertical: fraction of each site's patients held by every site (default 0.8)")
-    synth.add_argument("--image-modality", choices=("CT", "MR"), default="CT",
-                       help="horizontal: modality of the images (default CT)")
+    synth.add_argument("--image-modality", choices=("CT", "MR"), help="horizontal: modality of the images (default CT)")
     synth.set_defaults(func=_synth)
 
 
@@ -308,8 +309,10 @@ def _check(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from data_adapters.check import run_synth
 
-    return run_synth(args.out, sites=args.sites, patients=args.patients, seed=args.seed, layout=args.layout,
-                     slices=args.slices, size=args.size, overlap=args.overlap, image_modality=args.image_modality)
+    layout = {"sites": args.sites, "layout": args.layout, "slices": args.slices, "size": args.size,
+              "image_modality": args.image_modality}
+    return run_synth(args.out, patients=args.patients, seed=args.seed, overlap=args.overlap,
+                     for_experiment=args.for_experiment, **{k: v for k, v in layout.items() if v is not None})
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -20,7 +20,9 @@ from data_adapters.site_data import SiteFiles, open_site_data
 from data_adapters.synth import synth_cohort
 from medsplit.align import align_in_process, psi_leader
 from medsplit.config.loader import load_yaml
-from medsplit.data import SiteData
+from medsplit.data import Declared, SiteData
+from medsplit.engine.checks import check_site_data
+from medsplit.plan import compile_topology
 from medsplit.topology import Topology, preset_spec
 from medsplit.transport import LocalTransport
 from medsplit.wire import Meter
@@ -60,16 +62,19 @@ class Cohort:
 
 
 def open_sites(site_configs: Mapping[str, str | os.PathLike], topology: Topology, *, meter: Meter | None = None,
-               context: bytes = b"") -> Cohort:
-    """Open each party's data with its site YAML, as its site node would.
+               context: bytes = b"", declared: Declared | None = None, require_labels: bool = True) -> Cohort:
+    """Open each party's data with its site YAML, as its site node would, and check it against ``topology``
+    (``declared``: the experiment that declares it, named in the fixes) with the node's own check.
 
     Vertical sites (a joint schedule with several sites) find their common patients by PSI over an
     in-process transport, metered in ``meter``, led by the labels' site; ``context`` names the study, so
     that the order is the one its nodes agree on.
     """
     sites, reports = {}, {}
+    plan = compile_topology(topology)
     for party, path in site_configs.items():
         sites[party], reports[party] = open_site_data(load_site_config(path))
+        check_site_data(plan, party, sites[party].holding(), declared=declared, require_labels=require_labels)
     orders = None
     if topology.schedule == "joint" and len(sites) > 1:
         orders = align_in_process({p: d.row_ids for p, d in sites.items()}, psi_leader(topology), LocalTransport(),

@@ -43,7 +43,7 @@ def predict_in_process(exp: Experiment, run_dir: str | Path, out_dir: str | Path
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     topology = exp.build_topology()
     cohort = open_sites({s.party: s.config for s in exp.sites if s.config is not None}, topology,
-                        context=exp.alignment_context())
+                        context=exp.alignment_context(), declared=exp.declared(), require_labels=False)
     trainer = SplitTrainer(topology, cohort.engine_data(topology, every_row=True), batch_size=batch_size,
                            seed=exp.seed, shuffle=False, require_labels=False)
     steps = {}

@@ -11,7 +11,7 @@ import torch
 
 from medsplit.config import Experiment
 from medsplit.engine import EpochRecord, SplitTrainer, format_epoch
-from medsplit.errors import ConfigError, DataError
+from medsplit.errors import ConfigError
 from medsplit.runstore import RunStore
 from medsplit.runtime.resume import PartyCheckpoints
 from medsplit.wire import Meter
@@ -99,21 +99,15 @@ def _print_cohort(cohort: Cohort, data: dict[str, Any], out: TextIO) -> None:
 
 
 def open_experiment(exp: Experiment, meter: Meter | None = None) -> tuple[Cohort, Any]:
-    """Every site of ``exp`` opened from its YAML on this machine, its shapes checked against the experiment."""
+    """Every site of ``exp`` opened from its YAML on this machine, its data checked against the experiment."""
     missing = [s.name for s in exp.sites if s.config is None]
     if missing:
         raise ConfigError(f"experiment '{exp.name}': sites {missing} have no 'config:' (their site YAML)",
                             hint="running every party on this machine needs each site's YAML and data")
     topology = exp.build_topology()
+    # Each site's data is checked as its node checks it (medsplit.engine.checks): the same words in every mode.
     cohort = open_sites({s.party: s.config for s in exp.sites if s.config is not None}, topology, meter=meter,
-                        context=exp.alignment_context())
-    for s in exp.sites:
-        for key, shape in s.shapes.items():
-            got = cohort.shapes(s.party).get(key)
-            if got is not None and tuple(got) != tuple(shape):
-                raise DataError(f"site '{s.name}' data '{key}' has shape {tuple(got)}, but the experiment "
-                                f"declares {tuple(shape)}", hint="make the experiment's shape match the "
-                                                                 "site's pipeline (spatial_size, features)")
+                        context=exp.alignment_context(), declared=exp.declared())
     return cohort, topology
 
 

@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from data_adapters.config import load_site_config
-from data_adapters.synth import synth_cohort
 from medsplit.config.experiment import load_experiment
 from medsplit.plan import compile_topology
 from medsplit.runstore import RunStore
@@ -102,9 +101,12 @@ def mirror(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("repo")
     shutil.copytree(ROOT / "experiments", root / "experiments")
     shutil.copytree(EXAMPLES, root / "sites" / "examples")
-    for out in {a.out: a for a in (_parse(_synth_argv(p)) for p in EXPERIMENTS)}.values():
-        synth_cohort(root / out.out, sites=out.sites, patients=6, seed=out.seed, layout=out.layout, slices=out.slices,
-                     size=out.size, overlap=out.overlap, image_modality=out.image_modality)
+    for argv in {_parse(a).out: a for a in map(_synth_argv, EXPERIMENTS)}.values():  # each documented command once
+        argv[argv.index("--patients") + 1] = "6"
+        for flag in ("--out", "--for"):  # relative to the repository root, as documented
+            if flag in argv:
+                argv[argv.index(flag) + 1] = str(root / argv[argv.index(flag) + 1])
+        assert medsplit_main(argv) == 0, argv
     return root
 
 

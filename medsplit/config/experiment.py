@@ -44,6 +44,7 @@ import torch
 import yaml
 from pydantic import Field
 
+from ..data import Declared
 from ..errors import ConfigError, MedsplitError
 from ..suggest import did_you_mean
 from ..topology.defenses import defend, make_defense
@@ -108,6 +109,11 @@ class Experiment(StrictModel):
         """The sites (their data, labels and encoders) and tasks every party builds the topology from."""
         sites = tuple(SiteSpec(s.party, dict(s.shapes), s.labels, dict(s.encoders)) for s in self.sites)
         return StudySpec(sites, tuple(t.spec() for t in self.tasks))
+
+    def declared(self) -> Declared:
+        """This file as the source of what each site must hold, for the data check's fixes."""
+        return Declared(f"experiment '{self.name}'", str(self.path) if self.path else None,
+                        {s.party: (s.name, i) for i, s in enumerate(self.sites)})
 
     def alignment_context(self) -> bytes:
         """Names the study for patient alignment: the same in every run of it, in-process or as nodes."""

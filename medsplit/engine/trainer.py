@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..data import SiteData
+from ..data import SiteData, SiteHolding
 from ..errors import ConfigError, DataError
 from ..plan.compile import compile_topology
 from ..plan.plan import Plan
@@ -17,6 +17,7 @@ from ..threads import run_in_threads
 from ..topology.model import Topology
 from ..transport import Transport, in_process_transport
 from ..wire import Meter, Wire
+from .checks import check_site_data
 from .loop import EpochLoop, LoopHooks, Position
 from .party import OptimizerFactory, PartyRunner, Unit, default_optimizer, load_batch
 from .report import EpochRecord, merge_reports, party_report, summarize
@@ -87,16 +88,8 @@ class SplitTrainer:
                     raise DataError(f"site '{site}' has no {split} rows",
                                     hint="every site needs training and validation rows; check its data report")
             sample = d.val.batch([0])  # not train: drawing a training sample would advance its augmentation
-            for key, shape in party.data.items():
-                if key not in sample:
-                    raise DataError(f"site '{site}' data lacks '{key}', which its party declares",
-                                    hint=f"its data has keys {sorted(sample)}")
-                if tuple(sample[key].shape[1:]) != tuple(shape):
-                    raise DataError(f"site '{site}' data '{key}' has per-sample shape "
-                                    f"{tuple(sample[key].shape[1:])}, but the topology declares {tuple(shape)}")
-            for label in party.labels if self.require_labels else ():
-                if label not in sample:
-                    raise DataError(f"site '{site}' owns labels '{label}' but its data has no such column")
+            check_site_data(self.plan, site, SiteHolding.of_batch(sample, party.labels),
+                            require_labels=self.require_labels)
         if self.topology.schedule == "joint" and len(self.topology.sites) > 1:
             for split in ("train", "val"):
                 sizes = {s: len(getattr(self.data[s], split)) for s in self.topology.sites}

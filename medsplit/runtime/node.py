@@ -24,8 +24,9 @@ from ..align.channel import psi_channel, psi_edges, psi_leader
 from ..align.psi import align_follower, align_leader
 from ..config.experiment import Experiment
 from ..data import LocalSite, SiteData
+from ..engine.checks import check_site_data
 from ..engine.party import PartyRunner
-from ..errors import ConfigError, DataError, TransportError
+from ..errors import ConfigError, TransportError
 from ..plan.compile import compile_topology
 from ..plan.plan import Plan
 from ..threads import run_in_threads
@@ -224,12 +225,8 @@ class Node:
         counts = self.local_site.counts
         self.log(f"data: {counts['found']} found, {counts['loaded']} loaded, {counts['rejected']} rejected; "
                  f"shapes {dict(self.local_site.shapes)}")
-        for key, shape in self.plan.parties[self.me].data.items():
-            got = self.local_site.shapes.get(key)
-            if got is None or tuple(got) != tuple(shape):
-                raise DataError(f"site '{self.me}' data '{key}' has shape {got}, but experiment "
-                                f"'{self.exp.name}' declares {tuple(shape)}",
-                                hint="make the experiment's modalities match the site's pipeline")
+        check_site_data(self.plan, self.me, self.local_site.holding(), declared=self.exp.declared(),
+                        require_labels=self.opts.mode == "train")
 
     def site_rows(self) -> list[int]:
         """This site's train and validation row counts, opening (and aligning) its data the first time."""

@@ -89,7 +89,8 @@ def test_site_with_zero_rows_is_refused_before_training():
     with pytest.raises(DataError, match="site 'site' has no data"):
         SplitTrainer(topo, {})
     wrong = TensorTable({"x": torch.zeros(4, 5), "y": torch.zeros(4)})
-    with pytest.raises(DataError, match=r"data 'x' has per-sample shape \(5,\)"):
+    with pytest.raises(DataError, match=r"(?s)site 'site' data 'x' has 5 features, but the topology declares \[6\]"
+                                         r".*fix: declare Party\('site'\).data\['x'\] = \(5,\)"):
         SplitTrainer(topo, {"site": SiteData(wrong, wrong)})
 
 
