@@ -9,12 +9,12 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # streamlit puts this script's folder on sys.path, not the checkout's
     sys.path.insert(0, _ROOT)
 
-import streamlit as st
-from PIL import Image, ImageDraw
+import streamlit as st  # noqa: E402 - after the checkout is on sys.path
+from PIL import Image, ImageDraw  # noqa: E402
 
-from dashboard.settings import Places, confined, places
-from dashboard.views import compare, launch, privacy, progress, topology
-from medsplit.errors import MedsplitError
+from dashboard.settings import Places, confined, places  # noqa: E402
+from dashboard.views import compare, launch, privacy, progress, topology  # noqa: E402
+from medsplit.errors import MedsplitError  # noqa: E402
 
 SECTIONS = {"Topology": topology.render, "Launch": launch.render, "Progress": progress.render,
             "Compare": compare.render, "Privacy": privacy.render}

@@ -7,9 +7,10 @@ import functools
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -94,8 +95,8 @@ def data_plan(design: Mapping[str, Any], *, patients: int, seed: int, synth_for:
     preset = str((design.get("topology") or {}).get("preset") or "")
     spec = PRESETS.get(preset)
     if spec is None:
-        return DataPlan("cohort", [], problems=[f"this install's `medsplit synth` writes cohorts for the presets only, and "
-                                       f"this design has no preset ('{preset}')"])
+        return DataPlan("cohort", [], problems=[f"this install's `medsplit synth` writes cohorts for the presets only, "
+                                                f"and this design has no preset ('{preset}')"])
     sites = _sites(design)
     layout, modality = spec.layout, _image_modality(design)
     n = max(len(sites), 2 if layout == "vertical" else 1)
@@ -105,7 +106,7 @@ def data_plan(design: Mapping[str, Any], *, patients: int, seed: int, synth_for:
         args += ["--image-modality", modality]
     cohort = cohort_sites(layout, n, modality)
     problems = []
-    for i, (site, held) in enumerate(zip(sites, cohort)):
+    for i, (site, held) in enumerate(zip(sites, cohort, strict=False)):
         name = site.get("name", f"sites[{i}]")
         has = held.get("modalities") or {}
         for key, spec_ in _mods(site).items():
@@ -115,8 +116,9 @@ def data_plan(design: Mapping[str, Any], *, patients: int, seed: int, synth_for:
             if got is None:
                 held_keys = ", ".join(f"{k} ({_fmt(v)})" for k, v in has.items())
                 problems.append(f"site '{name}' holds '{key}', but the cohort's {held['name']} holds only {held_keys}")
-            elif [got.get("shape"), got.get("kind"), got.get("modality")] != \
-                    [list(want["shape"] or []), want["kind"] or got.get("kind"), want["modality"] or got.get("modality")]:
+            elif (got.get("shape"), got.get("kind"), got.get("modality")) != (list(want["shape"] or []),
+                                                                           want["kind"] or got.get("kind"),
+                                                                           want["modality"] or got.get("modality")):
                 problems.append(f"site '{name}' declares {key} as {_fmt(want)}, but the cohort's {held['name']} holds "
                                 f"{_fmt(got)}")
         missing = [label for label in site.get("labels") or [] if label not in (held.get("labels") or [])]

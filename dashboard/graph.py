@@ -4,9 +4,11 @@ of edge styles), or, when the engine refuses the design, its sites as written wi
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from medsplit.plan import Plan
 
@@ -97,7 +99,7 @@ def _weights_edges(plan: Plan) -> list[str]:
                     'tooltip="weights (averaged)"];' for seg in group if agg]
         else:
             out += [f"  {_q(a)}:s -> {_q(b)}:n [style=dotted, color=\"#777777\", constraint=false, "
-                    'tooltip="weights (hand-off)"];' for a, b in zip(group, group[1:])]
+                    'tooltip="weights (hand-off)"];' for a, b in itertools.pairwise(group)]
     return out
 
 

@@ -165,7 +165,8 @@ def node_status(events: pd.DataFrame, heartbeats: pd.DataFrame | None = None, no
     now = now or time.time()
     last = events.sort_values("ts").groupby("party", as_index=False).last()
     rejoins = events[events["status"] == "resumed"].groupby("party").size()
-    heard = {} if heartbeats is None or heartbeats.empty else dict(zip(heartbeats["party"], heartbeats["ts"]))
+    heard = {} if heartbeats is None or heartbeats.empty else \
+        dict(zip(heartbeats["party"], heartbeats["ts"], strict=True))
     return pd.DataFrame({"party": last["party"], "status": last["status"],
                          "since": [_ago(now - ts) for ts in last["ts"]],
                          "last heard": [_ago(now - heard[p]) if p in heard else "–" for p in last["party"]],

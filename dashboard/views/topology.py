@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -163,7 +164,8 @@ def _sites_form(data: dict) -> None:
             with d[2]:
                 _pin(f"t_s{i}_m{j}_kind")
             d[3].text_input("Per-sample shape", key=f"t_s{i}_m{j}_shape", on_change=_mod_field,
-                            args=(i, j, "shape", ("shape",), edits.values), help="table: F; image: C, H, W or C, D, H, W")
+                            args=(i, j, "shape", ("shape",), edits.values),
+                            help="table: F; image: C, H, W or C, D, H, W")
             with d[3]:
                 _pin(f"t_s{i}_m{j}_shape")
             encs = list(dict.fromkeys([*ENCODER_CHOICES, ss.get(f"t_s{i}_m{j}_enc", "default")]))
@@ -346,7 +348,8 @@ def _yaml_tools(draft: Draft, root: Path) -> None:
         ss["t_save_auto"] = default
         st.text_input("Save to (under the dashboard's root)", key="t_save_path")
         st.button("Save", key="b_save", on_click=_save, args=(root,))
-        st.text_input("Load from (under the dashboard's root)", key="t_load_path", placeholder="path/to/experiment.yaml")
+        st.text_input("Load from (under the dashboard's root)", key="t_load_path",
+                      placeholder="path/to/experiment.yaml")
         st.button("Load", key="b_load", on_click=_load, args=(root,))
         ss["t_edit_key"] = f"x_edit_{draft.rev}"
         st.text_area("Edit the YAML directly", value=text, height=240, key=ss["t_edit_key"])
