@@ -1,4 +1,6 @@
-"""Start runs as child processes (PID recorded in the run dir, output to a log there), check on them, stop them."""
+"""Start runs from the page without waiting for them: a job process per run (`python -m dashboard.job RUN_DIR`)
+makes its data and runs `medsplit run`; its PID is recorded in the run dir, its output goes to a log there. Stop
+signals it; Resume starts it again on the run's checkpoints."""
 
 from __future__ import annotations
 
@@ -12,16 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from medsplit.config.experiment import dump_experiment, load_experiment
-from medsplit.topology import preset_spec
+from medsplit.errors import ConfigError
+from medsplit.runstore import FINAL_STATUSES, RUNSTORE_FILE, RunStore
 from medsplit.transport import transport_names
 
-__all__ = ["ROOT", "LAUNCH_FILE", "LOG_FILE", "Launch", "medsplit_argv", "run_transports", "run_argv",
-           "synth_layout", "prepare_synthetic", "launch", "launch_state", "stop"]
+__all__ = ["ROOT", "LAUNCH_FILE", "LOG_FILE", "JOB_FILE", "DESIGN_FILE", "Launch", "medsplit_argv", "run_transports",
+           "run_argv", "job_argv", "env", "start", "resume", "launch", "launch_state", "stop", "escalate",
+           "GRACE_SECONDS"]
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: `python -m sites.cli` works from here uninstalled
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
+JOB_FILE = "job.json"  # what the job runs: the design, transport, patients, seed, and whether it resumes
+DESIGN_FILE = "design.yaml"  # the design as launched
+GRACE_SECONDS = 10.0  # after Stop's SIGTERM, then SIGKILL
 _PROCS: dict[int, subprocess.Popen] = {}  # children of this dashboard process, polled so they never linger
 
 
@@ -40,11 +46,12 @@ def medsplit_argv() -> list[str]:
     return [sys.executable, "-m", "sites.cli"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+def env() -> dict[str, str]:
+    """The children's environment: the checkout importable (a study's own encoder module too), output unbuffered."""
+    out = dict(os.environ)
+    out["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [out.get("PYTHONPATH")])])
+    out.setdefault("PYTHONUNBUFFERED", "1")
+    return out
 
 
 def run_transports() -> tuple[str, ...]:
@@ -52,62 +59,47 @@ def run_transports() -> tuple[str, ...]:
     return tuple(transport_names())
 
 
-def run_argv(experiment: str | Path, transport: str, run_dir: str | Path) -> list[str]:
-    """`medsplit run EXP.yaml --transport local|gloo --run-dir DIR`."""
-    return [*medsplit_argv(), "run", str(experiment), "--transport", transport, "--run-dir", str(run_dir)]
+def run_argv(experiment: str | Path, transport: str, run_dir: str | Path, *, resume: bool = False) -> list[str]:
+    """`medsplit run EXP.yaml --transport T --run-dir DIR --quiet [--resume]`."""
+    return [*medsplit_argv(), "run", str(experiment), "--transport", transport, "--run-dir", str(run_dir), "--quiet",
+            *(["--resume"] if resume else [])]
 
 
-def synth_layout(preset: str, sites: int) -> tuple[str, int]:
-    """The `medsplit synth` layout and site count whose cohort fits a preset (from the preset registry)."""
-    spec = preset_spec(preset)
-    return spec.layout, len(spec.site_parties(spec.cohort_sites(max(sites, spec.min_sites))))
+def job_argv(run_dir: str | Path) -> list[str]:
+    return [sys.executable, "-m", "dashboard.job", str(run_dir)]
 
 
-def prepare_synthetic(experiment: Mapping[str, Any], run_dir: str | Path, *, patients: int, seed: int,
-                      timeout: float = 300.0) -> Path:
-    """Write a synthetic cohort under RUN_DIR/data and RUN_DIR/experiment.yaml: its sites, the builder's settings.
-
-    Returns the experiment path; every site's data check report goes to RUN_DIR/reports/<site>.json.
-    """
+def start(design: Mapping[str, Any], run_dir: str | Path, *, transport: str, patients: int, seed: int) -> Launch:
+    """Queue a run of ``design`` in ``run_dir`` (a new folder) and start its job; returns at once."""
     run_dir = Path(run_dir)
-    data = run_dir / "data"
-    topology = dict(experiment.get("topology") or {})
-    layout, n = synth_layout(str(topology.get("preset", "vanilla")), len(experiment.get("sites") or []))
-    _check_all([[*medsplit_argv(), "synth", "--out", str(data), "--sites", str(n), "--patients", str(patients),
-                "--seed", str(seed), "--layout", layout]], timeout)
-    cohort = load_experiment(data / "experiment.yaml")
-    merged = dict(cohort.raw)
-    merged.update({"experiment": experiment.get("experiment", cohort.name), "seed": seed, "topology": topology,
-                   "training": dict(experiment.get("training") or {})})
-    designed = list(experiment.get("sites") or [])
-    merged["sites"] = [dict(s, config=f"data/{s['config']}", **({"party": d["party"]} if d.get("party") else {}))
-                       for s, d in zip(merged["sites"], designed + [{}] * len(merged["sites"]))]
-    merged["server"] = {**dict(merged.get("server") or {}), "run_dir": "."}
-    path = run_dir / "experiment.yaml"
-    dump_experiment(merged, path)
-    reports = run_dir / "reports"
-    reports.mkdir(exist_ok=True)
-    checks = [[*medsplit_argv(), "data", "check", "--config", str(site.config), "--json",
-               str(reports / f"{site.name}.json")] for site in load_experiment(path).sites if site.config is not None]
-    _check_all(checks, timeout, ok=(0, 1))  # 1: some key loaded nothing; the run itself will say why
-    return path
+    if (run_dir / RUNSTORE_FILE).exists() or (run_dir / JOB_FILE).exists():
+        raise ConfigError(f"{run_dir.name} already holds a run", hint="pick another run name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job = {"design": dict(design), "transport": transport, "patients": int(patients), "seed": int(seed),
+           "resume": False}
+    (run_dir / JOB_FILE).write_text(json.dumps(job, indent=2))
+    topo = design.get("topology") if isinstance(design.get("topology"), Mapping) else {}
+    training = design.get("training") if isinstance(design.get("training"), Mapping) else {}
+    with RunStore(run_dir) as store:  # listed at once, as queued, while its data is being written
+        store.set_info(name=run_dir.name, preset=topo.get("preset") or topo.get("factory"), transport=transport,
+                       epochs=training.get("epochs", 5), seed=design.get("seed", 0), nopeek=topo.get("nopeek", 0.0),
+                       queued=time.time())
+        store.set_status("queued", "writing the design's synthetic data")
+    return launch(job_argv(run_dir), run_dir)
 
 
-def _check_all(commands: Sequence[Sequence[str]], timeout: float, ok: tuple[int, ...] = (0,)) -> None:
-    """Run commands side by side (each site's check is independent); raise on the first failure."""
-    procs = [subprocess.Popen(list(c), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              text=True, env=_env(), cwd=ROOT) for c in commands]
-    try:
-        for argv, proc in zip(commands, procs):
-            out, _ = proc.communicate(timeout=timeout)
-            if proc.returncode not in ok:
-                tail = " / ".join(out.strip().splitlines()[-3:])
-                raise RuntimeError(f"`medsplit {' '.join(argv[3:5])}` failed (exit {proc.returncode}): {tail}")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+def resume(run_dir: str | Path) -> Launch:
+    """Start a stopped (or failed) run's job again: `medsplit run --resume` from its checkpoints."""
+    run_dir = Path(run_dir)
+    state = launch_state(run_dir)
+    if state is not None and state["alive"]:
+        raise ConfigError(f"{run_dir.name} is still running", hint="stop it first")
+    job = json.loads((run_dir / JOB_FILE).read_text())
+    job["resume"] = True
+    (run_dir / JOB_FILE).write_text(json.dumps(job, indent=2))
+    with RunStore(run_dir) as store:
+        store.set_status("queued", "resuming from its checkpoints")
+    return launch(job_argv(run_dir), run_dir)
 
 
 def launch(argv: Sequence[str], run_dir: str | Path) -> Launch:
@@ -117,7 +109,7 @@ def launch(argv: Sequence[str], run_dir: str | Path) -> Launch:
     log = run_dir / LOG_FILE
     with open(log, "ab") as out:
         proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=ROOT, env=_env(), start_new_session=True)
+                                cwd=ROOT, env=env(), start_new_session=True)
     _PROCS[proc.pid] = proc
     record = Launch(proc.pid, tuple(argv), run_dir, log, time.time())
     (run_dir / LAUNCH_FILE).write_text(json.dumps({"pid": record.pid, "argv": list(record.argv),
@@ -126,7 +118,7 @@ def launch(argv: Sequence[str], run_dir: str | Path) -> Launch:
 
 
 def launch_state(run_dir: str | Path) -> dict[str, Any] | None:
-    """{pid, command, alive, returncode} for a run the dashboard started; None for runs started elsewhere."""
+    """{pid, command, alive, returncode, log, stop_requested} for a run the dashboard started; None otherwise."""
     path = Path(run_dir) / LAUNCH_FILE
     try:
         rec = json.loads(path.read_text())
@@ -136,9 +128,11 @@ def launch_state(run_dir: str | Path) -> dict[str, Any] | None:
     proc = _PROCS.get(pid)
     returncode = proc.poll() if proc is not None else None
     alive = returncode is None and (proc is not None or _ours(pid, rec.get("argv", [])))
-    command = " ".join(rec.get("argv", [])[2:4]).replace("sites.cli", "medsplit")
+    argv = rec.get("argv", [])
+    command = "dashboard job (data, then `medsplit run`)" if argv[2:3] == ["dashboard.job"] else \
+        " ".join(argv[2:4]).replace("sites.cli", "medsplit")
     return {"pid": pid, "command": command, "alive": alive, "returncode": returncode,
-            "log": str(path.parent / LOG_FILE)}
+            "log": str(path.parent / LOG_FILE), "stop_requested": rec.get("stop_requested")}
 
 
 def _ours(pid: int, argv: Sequence[str]) -> bool:
@@ -150,20 +144,49 @@ def _ours(pid: int, argv: Sequence[str]) -> bool:
     return [c.decode(errors="replace") for c in cmdline if c] == list(argv)
 
 
-def stop(run_dir: str | Path, grace: float = 10.0) -> bool:
-    """Terminate a run this dashboard started (its process group), then kill it after ``grace`` seconds."""
+def stop(run_dir: str | Path, grace: float = GRACE_SECONDS, wait: bool = False) -> bool:
+    """Send SIGTERM to a run this dashboard started (its process group) and note when; the run records that it
+    is stopping, then stopped. With ``wait``, block until it has exited (SIGKILL after ``grace`` seconds).
+    Returns whether a process was signalled."""
+    run_dir = Path(run_dir)
     state = launch_state(run_dir)
     if not state or not state["alive"]:
         return False
-    pid = state["pid"]
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not (launch_state(run_dir) or {}).get("alive"):
-                return True
+    path = run_dir / LAUNCH_FILE
+    rec = json.loads(path.read_text())
+    rec["stop_requested"] = time.time()
+    path.write_text(json.dumps(rec, indent=2))
+    try:
+        os.killpg(state["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    if wait:
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (launch_state(run_dir) or {}).get("alive"):
             time.sleep(0.1)
-    return not (launch_state(run_dir) or {}).get("alive")
+        escalate(run_dir, grace=0.0)
+    return True
+
+
+def escalate(run_dir: str | Path, grace: float = GRACE_SECONDS) -> bool:
+    """A run that has not exited ``grace`` seconds after Stop is killed (SIGKILL to its group) and, if its store
+    does not say how it ended, recorded as stopped with that reason. Returns whether it was killed."""
+    run_dir = Path(run_dir)
+    state = launch_state(run_dir)
+    if not state or not state["alive"] or not state["stop_requested"]:
+        return False
+    if time.time() - float(state["stop_requested"]) < grace:
+        return False
+    try:
+        os.killpg(state["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and (launch_state(run_dir) or {}).get("alive"):
+        time.sleep(0.1)
+    if (run_dir / RUNSTORE_FILE).exists():
+        with RunStore(run_dir) as store:
+            if store.info().get("status") not in FINAL_STATUSES:
+                store.set_status("stopped", f"killed: it did not stop within {grace:.0f} s of Stop's SIGTERM",
+                                 unless_final=True)
+    return True

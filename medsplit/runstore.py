@@ -1,22 +1,31 @@
 """The run store: one SQLite database (WAL) per run, written by the server, read live by the dashboard.
 
 It holds aggregates only: the run's config, metrics per epoch (and step) per task, bytes and timings per
-party, node status events, the audit summary and NoPeek's dCor. Never raw data, patient IDs or
-per-patient outputs.
+party, node status events, the audit summary and NoPeek's dCor, and live progress a few times a second
+(step counter, latest loss, bytes per transfer so far, when each party was last heard from). Never raw data,
+patient IDs or per-patient outputs.
 
 Tables:
-    run(key, value)                                   config, status, name, preset, transport, started/ended
+    run(key, value)                                   config, status, reason, name, preset, transport,
+                                                      started/ended, declared (the plan's transfers)
     metrics(ts, epoch, step, task, split, name, value) split: train|val; name: loss|auc|acc|mse
     traffic(ts, epoch, step, party, direction, kind, bytes)   cumulative bytes at that point
     timings(ts, epoch, party, steps, seconds, flops_per_step) per epoch
     events(ts, party, status, detail)                 status: connected|training|down|resumed|finished|refused|failed
     audit(src, dst, edge, kind, count, bytes, shapes, dtypes)  the run's audit summary (latest)
     privacy(ts, epoch, segment, dcor)                 distance correlation of a site's cut with its raw input
+    steps(ts, epoch, done, total, train_steps, losses)  live: ``done`` of ``total`` steps of epoch ``epoch``
+    flows(ts, train_steps, src, dst, edge, kind, phase, count, bytes)  live: cumulative, each transfer once
+    heartbeats(party, ts, train_steps)                when the writer last heard from each party
+
+A run's status (``RUN_STATUSES``) goes queued -> running -> completed, or to failed, or (stopping ->)
+stopped; a stopped or failed run can be queued again to resume from its checkpoints.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -28,11 +37,16 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .engine.report import EpochRecord
+    from .plan import Plan
 
-__all__ = ["RunStore", "STATUSES", "RUNSTORE_FILE"]
+__all__ = ["RunStore", "STATUSES", "RUN_STATUSES", "FINAL_STATUSES", "RUNSTORE_FILE", "StepLog", "declared_flows",
+           "stop_reason"]
 
 RUNSTORE_FILE = "run.sqlite"
-STATUSES = ("connected", "training", "down", "resumed", "finished", "refused", "failed")
+STATUSES = ("connected", "training", "down", "resumed", "finished", "refused", "failed")  # a node's
+RUN_STATUSES = ("queued", "running", "stopping", "stopped", "failed", "completed")  # the run's lifecycle
+FINAL_STATUSES = ("stopped", "failed", "completed")
+_TABLES = ("metrics", "traffic", "timings", "events", "audit", "privacy", "steps", "flows", "heartbeats")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,6 +60,11 @@ CREATE TABLE IF NOT EXISTS events (ts REAL, party TEXT, status TEXT, detail TEXT
 CREATE TABLE IF NOT EXISTS audit (src TEXT, dst TEXT, edge TEXT, kind TEXT, count INTEGER, bytes INTEGER,
                                   shapes TEXT, dtypes TEXT, PRIMARY KEY (src, dst, edge, kind));
 CREATE TABLE IF NOT EXISTS privacy (ts REAL, epoch INTEGER, segment TEXT, dcor REAL);
+CREATE TABLE IF NOT EXISTS steps (ts REAL, epoch INTEGER, done INTEGER, total INTEGER, train_steps INTEGER,
+                                  losses TEXT);
+CREATE TABLE IF NOT EXISTS flows (ts REAL, train_steps INTEGER, src TEXT, dst TEXT, edge TEXT, kind TEXT, phase TEXT,
+                                  count INTEGER, bytes INTEGER);
+CREATE TABLE IF NOT EXISTS heartbeats (party TEXT PRIMARY KEY, ts REAL, train_steps INTEGER);
 CREATE INDEX IF NOT EXISTS metrics_epoch ON metrics (task, split, name, epoch);
 """
 
@@ -106,6 +125,50 @@ class RunStore:
         with self._tx() as db:
             db.executemany("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)",
                            [(k, json.dumps(v)) for k, v in values.items()])
+
+    def set_status(self, status: str, reason: str = "", *, unless_final: bool = False) -> bool:
+        """Move the run's lifecycle to ``status`` with its ``reason``; a final status records ``ended``, queued and
+        running clear it. With ``unless_final`` a run that has already ended keeps its status (returns False):
+        whoever saw the end first wrote why."""
+        if status not in RUN_STATUSES:
+            raise ConfigError(f"unknown run status '{status}'", hint=f"use one of {', '.join(RUN_STATUSES)}")
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM run WHERE key = 'status'").fetchone()
+            if unless_final and row is not None and json.loads(row[0]) in FINAL_STATUSES:
+                return False
+            values = {"status": status, "reason": reason}
+            if status in FINAL_STATUSES:
+                values["ended"] = time.time()
+            elif status in ("queued", "running"):
+                db.execute("DELETE FROM run WHERE key IN ('ended', 'error')")
+            db.executemany("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)",
+                           [(k, json.dumps(v)) for k, v in values.items()])
+        return True
+
+    def log_step(self, epoch: int, done: int, total: int, train_steps: int, losses: Mapping[str, float],
+                 flows: list[dict] = (), seen: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Live progress: ``done`` of ``total`` steps of epoch ``epoch`` (1-based), the latest loss per task, the
+        transfers so far (cumulative rows of ``Meter.flows()``) and the parties heard from since the last call."""
+        ts = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?)",
+                       (ts, epoch, done, total, train_steps, json.dumps({t: float(v) for t, v in losses.items()})))
+            db.executemany("INSERT INTO flows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(ts, train_steps, f["src"], f["dst"], f["edge"], f["kind"], f["phase"], int(f["count"]),
+                             int(f["bytes"])) for f in flows])
+            db.executemany("INSERT OR REPLACE INTO heartbeats VALUES (?, ?, ?)",
+                           [(party, ts, train_steps) for party in seen])
+
+    def heard(self, parties: list[str], train_steps: int) -> None:
+        """Each of ``parties`` was heard from now (a heartbeat)."""
+        ts = time.time()
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO heartbeats VALUES (?, ?, ?)",
+                           [(party, ts, train_steps) for party in parties])
+
+    def set_plan(self, declared: list[dict], batch_size: int, steps_per_epoch: int) -> None:
+        """What the plan says may cross (``declared_flows``), for the live view to measure transfers against."""
+        self.set_info(declared=declared, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
 
     def log_metrics(self, epoch: int, step: int, metrics: Mapping[str, Mapping[str, float]], split: str) -> None:
         """{task: {name: value}}; names like val_auc are stored as split='val', name='auc'."""
@@ -172,10 +235,14 @@ class RunStore:
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of a table as dicts (tables are small: aggregates only)."""
-        if table not in ("metrics", "traffic", "timings", "events", "audit", "privacy"):
-            raise ConfigError(f"the run store has no table '{table}'",
-                              hint="tables: metrics, traffic, timings, events, audit, privacy")
-        cur = self._db.execute(f"SELECT * FROM {table}")  # noqa: S608 - table name checked above
+        if table not in _TABLES:
+            raise ConfigError(f"the run store has no table '{table}'", hint=f"tables: {', '.join(_TABLES)}")
+        try:
+            cur = self._db.execute(f"SELECT * FROM {table}")  # noqa: S608 - table name checked above
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a store written before the table existed, opened read-only
+                return []
+            raise
         names = [c[0] for c in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
@@ -193,3 +260,67 @@ class RunStore:
                 out[row["party"]] = row
         return out
 
+
+
+def stop_reason(exc: BaseException) -> str:
+    """Why a run stopped, from the KeyboardInterrupt that stopped it (the CLI names the signal it turned into one)."""
+    return f"stopped by {exc.args[0]}" if exc.args else "interrupted (Ctrl-C)"
+
+
+class StepLog:
+    """Live progress into a run store at most once every ``interval`` seconds: cheap enough for every step.
+
+    ``due()`` says whether a write is wanted now (the caller then gathers the numbers); only transfers whose
+    count changed since the last write are written again.
+    """
+
+    def __init__(self, store: RunStore, interval: float = 0.5) -> None:
+        self.store = store
+        self.interval = interval
+        self._last = float("-inf")
+        self._counts: dict[tuple[str, ...], int] = {}
+
+    def due(self, force: bool = False) -> bool:
+        return force or time.monotonic() - self._last >= self.interval
+
+    def write(self, epoch: int, done: int, total: int, train_steps: int, losses: Mapping[str, float],
+              flows: list[dict], seen: list[str]) -> None:
+        self._last = time.monotonic()
+        changed = []
+        for f in flows:
+            key = (f["src"], f["dst"], f["edge"], f["kind"], f["phase"])
+            if self._counts.get(key) != f["count"]:
+                self._counts[key] = f["count"]
+                changed.append(f)
+        self.store.log_step(epoch, done, total, train_steps, losses, changed, seen)
+
+
+def declared_flows(plan: Plan, batch_size: int) -> list[dict[str, Any]]:
+    """Every transfer the plan declares, with the bytes of one tensor of a full batch where the plan fixes it.
+
+    Activations and gradients of a cut: batch x the cut's per-sample shape x 4 (float32); labels: batch x the
+    label's size; a batch's fingerprint: 32 bytes. Weights and predictions are listed without a size, and so
+    are the sites' PSI messages before a joint (vertical) run, whose size depends on the patients.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(edge: str, kind: str, src: str, dst: str, size: int | None) -> None:
+        rows.append({"edge": edge, "kind": kind, "src": src, "dst": dst, "bytes": size})
+
+    for e in plan.edges.values():
+        size = 4 * batch_size * math.prod(e.shape)
+        add(e.name, "activation", e.src_party, e.dst_party, size)
+        add(e.name, "gradient", e.dst_party, e.src_party, size)
+    for f in plan.label_flows.values():
+        shape, dtype = plan.label_spec(plan.tasks[f.task])
+        add(f.name, "label", f.src, f.dst, batch_size * math.prod(shape) * dtype.itemsize)
+    for p in plan.prediction_flows.values():
+        add(p.name, "prediction", p.src, p.dst, None)
+    for w in plan.weights_flows.values():
+        add(w.name, "weights", w.src, w.dst, None)
+    for name, (src, dst) in plan.fingerprint_flows.items():
+        add(name, "fingerprint", src, dst, 32)
+    sites = list(plan.topology.sites)
+    if plan.topology.schedule == "joint" and len(sites) > 1:
+        add("psi:*", "psi", "*", "*", None)  # between the sites, before training (private set intersection)
+    return rows

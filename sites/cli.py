@@ -6,7 +6,9 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=EXECUTORS, default="sequential",
                      help="local transport only: run parties in one thread, or one thread each")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a stopped run in --run-dir from its checkpoints (the last epoch end every party "
+                          "saved, in-process; each party's, as processes) instead of starting afresh")
     run.set_defaults(func=_run)
 
     server = sub.add_parser("server", help="run the server of an experiment (or a relay party)",
@@ -293,7 +298,11 @@ def _dashboard_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="open the web dashboard (configure, launch and watch runs; no data shown)",
                        description="Start the Streamlit dashboard on this machine. It reads run stores (metrics, "
                                    "bytes, node status) and never shows images, per-patient rows or patient IDs.")
-    p.add_argument("--runs", default="runs", metavar="DIR", help="folder of run directories (default: runs)")
+    p.add_argument("--root", metavar="DIR",
+                   help="the only folder the page may read or write under: experiment files it loads or saves, "
+                        "designs and runs (default: the runs folder)")
+    p.add_argument("--runs", metavar="DIR", help="folder of run directories, inside the root (default: ROOT/runs "
+                                                  "with --root, else ./runs)")
     p.add_argument("--port", type=int, default=8501, metavar="P", help="port (default: 8501)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.set_defaults(func=_dashboard)
@@ -320,7 +329,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("dashboard") is None:
         raise ConfigError("the dashboard is not installed here (a site node's image leaves it out)",
                           hint="run it where the medsplit checkout and `pip install 'medsplit[dashboard]'` are")
-    argv = [sys.executable, "-m", "dashboard", "--runs", args.runs, "--port", str(args.port), "--host", args.host]
+    argv = [sys.executable, "-m", "dashboard", "--port", str(args.port), "--host", args.host,
+            *(["--runs", args.runs] if args.runs else []), *(["--root", args.root] if args.root else [])]
     os.execv(argv[0], argv)
     return 1  # pragma: no cover - execv does not return
 
@@ -385,9 +395,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.transport == "local":
             summary = run_in_process(exp, transport=args.transport, run_dir=run_dir, executor=args.executor,
-                                     progress=not args.quiet and sys.stderr.isatty())
+                                     progress=not args.quiet and sys.stderr.isatty(), resume=args.resume)
         else:
-            summary = run_processes(exp.path, transport=args.transport, run_dir=run_dir)
+            summary = run_processes(exp.path, transport=args.transport, run_dir=run_dir, fresh=not args.resume)
     except MedsplitError as exc:
         if args.json:
             write_json({"experiment": str(exp.path), "transport": args.transport, "status": "failed",
@@ -479,16 +489,26 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (the dashboard's Stop, `kill`) unwinds like Ctrl-C, so that a run records that it stopped, and why.
+    trains = args.command in ("run", "server", "site", "demo") and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if trains else None
     try:
         return int(args.func(args) or 0)
     except MedsplitError as exc:
         print(f"medsplit {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"medsplit {args.command}: stopped by {exc.args[0]}" if exc.args else "interrupted", file=sys.stderr)
+        return 143 if exc.args == ("SIGTERM",) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""Compare: several runs' curves overlaid, and a table of their final metrics."""
+"""Compare: several runs' curves overlaid (a colour and marker per run: a one-epoch run is a visible point), and a
+table of their final metrics and how each ended."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import runs
+from dashboard.charts import lines
+from dashboard.settings import Places
 from dashboard.views.privacy import compare_chart
 
 __all__ = ["render", "overlay"]
@@ -23,12 +24,12 @@ def overlay(loaded: list[runs.RunData], task: str, series: str) -> pd.DataFrame:
     return pd.concat(frames, axis=1).reset_index() if frames else pd.DataFrame(columns=["epoch"])
 
 
-def render(root: Path) -> None:
+def render(places: Places) -> None:
     """The Compare section."""
     st.header("Compare runs")
-    found = runs.find_runs(root)
+    found = runs.find_runs(places.runs)
     if not found:
-        st.info(f"No run stores under `{root}` yet.")
+        st.info(f"No run stores under `{places.runs}` yet.")
         return
     if "c_runs" in st.session_state:  # runs can disappear between reruns
         st.session_state["c_runs"] = [n for n in st.session_state["c_runs"] if n in found]
@@ -53,13 +54,13 @@ def render(root: Path) -> None:
             st.session_state["c_series"] = "val auc" if "val auc" in options else options[0]
         series = c[1].selectbox("Curve", options, key="c_series")
         wide = overlay(loaded, task, series)
-        st.line_chart(wide, x="epoch", y=[c for c in wide.columns if c != "epoch"], x_label="epoch",
-                      y_label=f"{task} {series}")
+        st.altair_chart(lines(wide, "epoch", [c for c in wide.columns if c != "epoch"], x_title="epoch",
+                              y_title=f"{task} {series}"), width="stretch")
         loss = overlay(loaded, task, "val loss")
         if series != "val loss" and len(loss.columns) > 1:
             st.caption(f"{task} val loss")
-            st.line_chart(loss, x="epoch", y=[c for c in loss.columns if c != "epoch"], x_label="epoch",
-                          y_label="val loss")
+            st.altair_chart(lines(loss, "epoch", [c for c in loss.columns if c != "epoch"], x_title="epoch",
+                                  y_title="val loss"), width="stretch")
     st.subheader("Final metrics")
     st.dataframe(pd.DataFrame([runs.final_row(r) for r in loaded]), hide_index=True)
     compare_chart(loaded)

@@ -1,4 +1,5 @@
-"""Launch: start a synthetic-data run of the Topology section's experiment, and watch its nodes' status."""
+"""Launch: run the stored design as written on synthetic data made for it (said before it starts), without
+waiting for it; watch its lifecycle and nodes, stop it, resume it from its checkpoints."""
 
 from __future__ import annotations
 
@@ -8,105 +9,158 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import launcher, runs
-from dashboard.settings import REFRESH_SECONDS
+from dashboard.cohorts import data_plan, synth_for_defined
+from dashboard.settings import REFRESH_SECONDS, Places, check_run_name
 from dashboard.views import topology
-from dashboard.views.common import node_table, pick_run, report_tables
+from dashboard.views.common import node_table, pick_run, report_tables, step_counter
+from medsplit.errors import MedsplitError
+from medsplit.runstore import FINAL_STATUSES
 
-__all__ = ["render", "start"]
+__all__ = ["render", "TRANSPORTS"]
 
 ss = st.session_state
 TRANSPORTS = {"in-process (local transport)": "local", "local processes (gloo on 127.0.0.1)": "gloo"}
+_VAL_FRACTION = 0.2  # of each synthetic site's patients held out for validation (`medsplit synth`'s split)
 
 
-def start(experiment: dict, run_dir: Path, transport: str, patients: int, seed: int) -> launcher.Launch:
-    """Write the synthetic cohort and the run's experiment, then start `medsplit run` on them."""
-    path = launcher.prepare_synthetic(experiment, run_dir, patients=patients, seed=seed)
-    return launcher.launch(launcher.run_argv(path, transport, run_dir), run_dir)
+def _form_problems(batch: object, patients: object) -> dict[str, str]:
+    """The launch settings' problems, by widget key; nothing is corrected."""
+    out = {}
+    try:
+        check_run_name(str(ss.get("l_name", "")))
+    except MedsplitError as exc:
+        out["l_name"] = str(exc)
+    else:
+        if (ss["places"].runs / ss["l_name"]).exists():
+            out["l_name"] = f"a run named '{ss['l_name']}' exists already\n  fix: pick another name"
+    if not isinstance(patients, int) or patients < 10:
+        out["l_patients"] = f"{patients} patients per site is too few\n  fix: give 10 or more"
+    elif isinstance(batch, int) and batch > int(patients * (1 - _VAL_FRACTION)):
+        out["l_patients"] = (f"a batch of {batch} is more than the {int(patients * (1 - _VAL_FRACTION))} training rows "
+                             f"of {patients} synthetic patients per site\n  fix: more patients, or a smaller batch "
+                             "(Topology)")
+    return out
 
 
-def _start_form(root: Path) -> None:
-    experiment, verdict = topology.current()
-    topo = experiment.get("topology") or {}
-    st.markdown(f"Experiment **{experiment.get('experiment')}**: preset `{topo.get('preset')}`, "
-                f"{len(experiment.get('sites') or [])} site(s), {(experiment.get('training') or {}).get('epochs')} "
-                "epochs, on a synthetic cohort written for this run (DICOM and EHR files, never shown here).")
+def _start(plan_args: dict) -> None:
+    """Start's on_click: queue the run and start its job; the page goes on at once."""
+    name = ss["l_name"]
+    try:
+        check_run_name(name)
+        launcher.start(plan_args["design"], ss["places"].runs / name, transport=TRANSPORTS[ss["l_transport"]],
+                       patients=int(ss["l_patients"]), seed=int(ss["l_seed"]))
+    except (OSError, MedsplitError) as exc:
+        ss["l_msg"] = ("error", f"could not start the run: {runs.safe_error(str(exc))}")
+        return
+    ss["l_msg"] = ("success", f"queued **{name}**: its data is being written, then it trains; follow it below or "
+                              "in Progress")
+    ss["run"] = name  # the picker below follows the new run
+    ss["l_name"] = ""  # the next run gets a fresh default name
+
+
+def _start_form(places: Places) -> None:
+    draft, verdict = topology.current()
+    data = draft.data
+    topo = data.get("topology") if isinstance(data.get("topology"), dict) else {}
+    training = data.get("training") if isinstance(data.get("training"), dict) else {}
+    sites = data.get("sites") if isinstance(data.get("sites"), list) else []
+    st.markdown(f"Design **{draft.name}** (experiment `{data.get('experiment')}`): preset `{topo.get('preset')}`, "
+                f"{len(sites)} site(s), {training.get('epochs', 5)} epochs, batch {training.get('batch_size', 32)}.")
     if not verdict.ok:
-        st.error("The experiment does not validate; fix it in **Topology** first.")
+        st.error("The design does not validate; fix it in **Topology** first. `medsplit run` says:")
         st.code(verdict.error, language=None)
         return
-    c = st.columns([3, 3, 2, 2])
-    if not ss.get("l_name") or (root / ss["l_name"] / "run.sqlite").exists():
-        ss["l_name"] = f"{experiment.get('experiment') or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for flag in verdict.flags:
+        st.warning(f"Flagged: {flag}", icon=":material/flag:")
+    if not ss.get("l_name"):
+        ss["l_name"] = f"{data.get('experiment') or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
     ss.setdefault("l_patients", 200)
-    ss.setdefault("l_seed", int(experiment.get("seed") or 0))
+    ss.setdefault("l_seed", int(data.get("seed") or 0) if isinstance(data.get("seed"), int) else 0)
     available = [label for label, t in TRANSPORTS.items() if t in launcher.run_transports()]
     if ss.get("l_transport") not in available:
         ss["l_transport"] = available[0] if available else next(iter(TRANSPORTS))
-    c[0].text_input("Run name", key="l_name")
+    problems = _form_problems(training.get("batch_size", 32), ss.get("l_patients"))
+    c = st.columns([3, 3, 2, 2])
+    c[0].text_input("Run name", key="l_name", help="one folder under the runs folder")
     c[1].radio("Parties run", available or [ss["l_transport"]], key="l_transport",
                help="the transports this install's `medsplit run` accepts")
-    c[2].number_input("Patients per site", min_value=20, max_value=5000, step=20, key="l_patients")
+    c[2].number_input("Patients per site", step=20, key="l_patients")
     c[3].number_input("Data seed", min_value=0, step=1, key="l_seed")
-    if st.button("Start run", type="primary", key="b_start"):
-        run_dir = root / ss["l_name"]
-        if (run_dir / "run.sqlite").exists():
-            st.error(f"{run_dir} already holds a run; pick another name.")
-            return
-        try:
-            with st.spinner("writing the synthetic cohort and starting the run ..."):
-                started = start(experiment, run_dir, TRANSPORTS[ss["l_transport"]], int(ss["l_patients"]),
-                                int(ss["l_seed"]))
-        except Exception as exc:  # noqa: BLE001 - shown to the user, who can fix the experiment or the folder
-            st.error(f"could not start the run: {runs.safe_error(str(exc))}")
-            return
-        with st.spinner("waiting for the run store ..."):
-            ready = _wait_for_store(run_dir)
-        if ready:
-            ss["run"] = ss["l_name"]  # the picker below follows the new run
-            st.success(f"started PID {started.pid}; output goes to {started.log}")
-        else:
-            st.error(f"the run exited before writing its run store; see {started.log}")
+    for i, key in enumerate(("l_name", "l_transport", "l_patients")):
+        if key in problems:
+            with c[i]:
+                st.error(problems[key])
+    plan = data_plan(data, patients=int(ss["l_patients"]), seed=int(ss["l_seed"]),
+                     synth_for=synth_for_defined(str(launcher.ROOT)))
+    if plan.fits:
+        st.info(plan.describe(), icon=":material/database:")
+    else:
+        st.error("This install's `medsplit synth` cannot write data for this design as written, and Launch does not "
+                 "swap in other data: " + "; ".join(plan.problems) + ". Change the design in **Topology** to what "
+                 "the cohort holds, or run it on the sites' own data with `medsplit run`.")
+    st.button("Start run", type="primary", key="b_start", disabled=bool(problems) or not plan.fits,
+              on_click=_start, args=({"design": data},))
+    if "l_msg" in ss:
+        kind, msg = ss.pop("l_msg")
+        (st.success if kind == "success" else st.error)(msg)
 
 
-def _wait_for_store(run_dir: Path, timeout: float = 120.0) -> bool:
-    """Until the run store exists (True) or the process has exited without one (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (run_dir / "run.sqlite").exists():
-            return True
-        state = launcher.launch_state(run_dir)
-        if not (state and state["alive"]):
-            return (run_dir / "run.sqlite").exists()
-        time.sleep(0.2)
-    return False
+def _has_checkpoints(path: Path) -> bool:
+    return any(path.glob("checkpoints/*/step-*.pt"))
 
 
-def _process(run_dir: Path) -> None:
-    state = launcher.launch_state(run_dir)
+def _controls(name: str, path: Path, info: dict) -> None:
+    """The process behind the run, Stop while it is live, Resume once it stopped or failed."""
+    state = launcher.launch_state(path)
+    status = info.get("status")
     if state is None:
-        st.caption("Started outside this dashboard (no PID recorded here).")
+        st.caption("Started outside this dashboard (no job recorded here): it cannot be stopped or resumed from the "
+                   "page.")
         return
     if state["alive"]:
-        st.markdown(f"Process **{state['pid']}** (`{state['command']}`) is running; output: `{state['log']}`")
-        if st.button("Stop run", key="b_stop"):
-            launcher.stop(run_dir)
+        launcher.escalate(path)  # Stop's SIGTERM went unanswered for too long: SIGKILL
+        st.markdown(f"Process **{state['pid']}** ({state['command']}) is running; output: `{state['log']}`")
+        if state["stop_requested"]:
+            st.caption(f"Stop requested {time.time() - float(state['stop_requested']):.0f} s ago: the run is "
+                       f"recording where it stopped (SIGKILL after {launcher.GRACE_SECONDS:.0f} s).")
+        elif st.button("Stop run", key="b_stop"):
+            launcher.stop(path)
             st.rerun()
-    else:
-        code = state["returncode"]
-        st.markdown(f"Process **{state['pid']}** (`{state['command']}`) has exited"
-                    + (f" with status {code}" if code is not None else "") + f"; output: `{state['log']}`")
+        return
+    code = state["returncode"]
+    st.markdown(f"Process **{state['pid']}** ({state['command']}) has exited"
+                + (f" with status {code}" if code is not None else "") + f"; output: `{state['log']}`")
+    if status not in FINAL_STATUSES:
+        st.warning(f"The process has exited but the run store says **{status}**: it ended without recording how "
+                   "(killed, or the machine stopped). Resume continues it from its checkpoints.")
+    if (status in ("stopped", "failed") or status not in FINAL_STATUSES) and (path / launcher.JOB_FILE).exists():
+        if _has_checkpoints(path):
+            if st.button("Resume run", key="b_resume", type="primary",
+                         help="`medsplit run --resume`: from the last checkpoint every party saved"):
+                launcher.resume(path)
+                st.rerun()
+        else:
+            st.caption("No checkpoint was saved before it stopped, so it cannot be resumed: start it again.")
 
 
 def _status(name: str, path: Path) -> None:
-    st.subheader(f"Nodes of {name}")
-    _process(path)
-    if (path / "run.sqlite").exists():
-        run = runs.load_run(path, name)
-        st.markdown(f"Run status: **{run.info.get('status', 'starting')}**")
-        node_table(run)
-        report_tables(path, run.info)
-    else:
+    st.subheader(f"Run {name}")
+    if not (path / "run.sqlite").exists():
         st.caption("waiting for the run store ...")
+        return
+    run = runs.load_run(path, name)
+    info = run.info
+    status = str(info.get("status", "?"))
+    line = f"Run status: **{status}**" + (f" ({runs.safe_error(info['reason'])})" if info.get("reason") else "")
+    if info.get("stage") and runs.is_live(info):
+        line += f" · now: {info['stage']}"
+    st.markdown(line)
+    if info.get("data"):
+        st.caption(f"Data: {info['data']}")
+    _controls(name, path, info)
+    step_counter(run)
+    node_table(run)
+    report_tables(path, info)
 
 
 def _active(path: Path) -> bool:
@@ -123,12 +177,12 @@ def _live_status(name: str, path: Path) -> None:
         st.rerun()  # finished: one full rerun drops the refresh timer
 
 
-def render(root: Path) -> None:
+def render(places: Places) -> None:
     """The Launch section."""
     st.header("Launch")
-    _start_form(root)
+    _start_form(places)
     st.divider()
-    picked = pick_run(root, key="run", label="Run to watch")
+    picked = pick_run(places.runs, key="run", label="Run to watch")
     if picked is None:
         return
     name, path = picked

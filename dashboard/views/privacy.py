@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from dashboard import privacy, runs
+from dashboard.settings import Places
 from dashboard.views.common import pick_run
 
 __all__ = ["render", "compare_chart"]
 
 
-def render(root: Path) -> None:
+def render(places: Places) -> None:
     """The Privacy section."""
     st.header("Privacy")
-    picked = pick_run(root, key="run")
+    picked = pick_run(places.runs, key="run")
     if picked is None:
         return
     name, path = picked

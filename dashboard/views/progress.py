@@ -1,4 +1,5 @@
-"""Progress: one run's curves per task, steps/s, bytes per site and direction, FLOPs and dCor; live refresh."""
+"""Progress: one run, live step by step (counter, steps/s, ETA, smoothed loss, each transfer against the plan)
+and per epoch (curves per task, steps/s, FLOPs, bytes per transfer, dCor); refreshed while the run is live."""
 
 from __future__ import annotations
 
@@ -7,16 +8,44 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import runs
-from dashboard.settings import REFRESH_SECONDS
-from dashboard.views.common import node_table, pick_run, report_tables, run_header
+from dashboard.charts import bars, lines
+from dashboard.settings import REFRESH_SECONDS, Places
+from dashboard.views.common import node_table, pick_run, report_tables, run_header, step_counter
 
 __all__ = ["render", "run_body"]
+
+
+def _live_steps(run: runs.RunData) -> None:
+    st.subheader("Steps")
+    live = step_counter(run)
+    if live is None:
+        status = run.info.get("status")
+        st.caption("No training step recorded yet" + (f" ({status}: {run.info.get('stage')})"
+                                                      if run.info.get("stage") else f" ({status})."))
+        return
+    table, undeclared = runs.transfers(run)
+    if not undeclared.empty:
+        st.error("A kind of tensor the plan does not declare crossed: "
+                 + "; ".join(f"{r.kind} {r.transfer} on '{r.edge}'" for r in undeclared.itertuples())
+                 + ". The wire refuses undeclared tensors; check the audit and the parties' logs.",
+                 icon=":material/gpp_maybe:")
+    losses = runs.loss_per_step(run)
+    if not losses.empty:
+        wide = losses.pivot_table(index="step", columns="task", values="smoothed").reset_index()
+        wide.columns = ["step", *[f"{t} (smoothed)" for t in wide.columns[1:]]]
+        st.caption("training loss per step, smoothed (exponential moving average)")
+        st.altair_chart(lines(wide, "step", list(wide.columns[1:]), x_title="training step", y_title="loss",
+                              points=False, height=200), width="stretch")
+    if not table.empty:
+        st.caption("each transfer so far against the plan (kB per tensor of a full batch; an epoch's last batch "
+                   "is smaller)")
+        st.dataframe(table, hide_index=True, width="stretch")
 
 
 def _task_charts(run: runs.RunData) -> None:
     per_task = runs.curves(run.metrics)
     if not per_task:
-        st.info("No epoch has finished yet: curves appear after the first one.")
+        st.caption("Per-epoch curves appear when the first epoch has been validated; the steps above are live.")
         return
     for task, wide in per_task.items():
         st.subheader(f"Task: {task}")
@@ -24,12 +53,13 @@ def _task_charts(run: runs.RunData) -> None:
         scores = [c for c in wide.columns if c != "epoch" and c not in losses]
         left, right = st.columns(2)
         with left:
-            st.caption("loss (train and validation) per epoch")
-            st.line_chart(wide, x="epoch", y=losses, x_label="epoch", y_label="loss")
+            st.caption("loss per epoch: train (solid) and validation (dashed)")
+            st.altair_chart(lines(wide, "epoch", losses, x_title="epoch", y_title="loss"), width="stretch")
         with right:
             if scores:
                 st.caption(", ".join(scores) + " per epoch")
-                st.line_chart(wide, x="epoch", y=scores, x_label="epoch", y_label="score")
+                st.altair_chart(lines(wide, "epoch", scores, x_title="epoch", y_title="score"),
+                                width="stretch")
         last = wide.iloc[-1]
         cols = st.columns(max(1, len(wide.columns) - 1))
         for col, name in zip(cols, [c for c in wide.columns if c != "epoch"]):
@@ -44,9 +74,10 @@ def _system_charts(run: runs.RunData) -> None:
         st.subheader("Steps per second")
         sps = runs.steps_per_second(run.metrics, run.info)
         if sps.empty:
-            st.caption("after the first epoch")
+            st.caption("per epoch, after the first one")
         else:
-            st.bar_chart(sps, x="epoch", y="steps/s", x_label="epoch", y_label="training steps / s")
+            st.altair_chart(bars(sps, "epoch", "steps/s", x_title="epoch", y_title="training steps / s"),
+                            width="stretch")
     with right:
         st.subheader("Client FLOPs")
         fl = runs.flops(run.timings, run.info)
@@ -54,24 +85,27 @@ def _system_charts(run: runs.RunData) -> None:
             st.caption("after the first epoch")
         else:
             clients = fl[fl["role"] == "site"] if (fl["role"] == "site").any() else fl
-            st.bar_chart(clients, x="party", y="MFLOP / step", x_label="client (site)",
-                         y_label="MFLOP per training step")
+            st.altair_chart(bars(clients, "party", "MFLOP / step", x_title="client (site)",
+                                 y_title="MFLOP per training step"), width="stretch")
             st.dataframe(fl, hide_index=True)
-    st.subheader("Bytes sent and received per party")
-    over_time = runs.bytes_over_time(run.traffic, run.info)
+    st.subheader("Bytes per transfer")
+    over_time = runs.bytes_over_time(run)
     if len(over_time.columns) > 1:
-        st.line_chart(over_time, x="seconds", y=[c for c in over_time.columns if c != "seconds"],
-                      x_label="seconds since start", y_label="MB (cumulative)")
-        with st.expander("By kind (latest)"):
+        st.caption("cumulative MB of each transfer (sender → receiver, kind), each tensor counted once")
+        st.altair_chart(lines(over_time, "seconds", [c for c in over_time.columns if c != "seconds"],
+                              x_title="seconds since start", y_title="MB (cumulative)", points=False, height=300),
+                        width="stretch")
+        with st.expander("By party, direction and kind (last epoch)"):
             st.dataframe(runs.bytes_by_kind(run.traffic), hide_index=True)
     else:
-        st.caption("nothing has crossed yet")
+        st.caption("no tensor has crossed yet")
     d = runs.dcor(run.privacy)
     if len(d.columns) > 1:
         alpha = float(run.info.get("nopeek") or 0)
         st.subheader("Distance correlation of each cut with its raw input" + (f" (NoPeek α = {alpha:g})" if alpha
                                                                               else " (NoPeek off)"))
-        st.line_chart(d, x="epoch", y=[c for c in d.columns if c != "epoch"], x_label="epoch", y_label="dCor")
+        st.altair_chart(lines(d, "epoch", [c for c in d.columns if c != "epoch"], x_title="epoch", y_title="dCor"),
+                        width="stretch")
     if not run.audit.empty:
         with st.expander("Audit: every kind of tensor that crossed a party boundary"):
             st.dataframe(run.audit[["src", "dst", "edge", "kind", "count", "bytes"]], hide_index=True)
@@ -81,6 +115,7 @@ def run_body(name: str, path: Path) -> None:
     """Everything about one run, read from its store now."""
     run = runs.load_run(path, name)
     run_header(run)
+    _live_steps(run)
     _task_charts(run)
     _system_charts(run)
     st.subheader("Nodes")
@@ -96,10 +131,10 @@ def _live(name: str, path: Path) -> None:
     run_body(name, path)
 
 
-def render(root: Path) -> None:
+def render(places: Places) -> None:
     """The Progress section."""
     st.header("Progress")
-    picked = pick_run(root)
+    picked = pick_run(places.runs)
     if picked is None:
         return
     name, path = picked

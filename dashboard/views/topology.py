@@ -1,195 +1,318 @@
-"""Topology: pick a preset or build one, see it drawn with its cuts, validate it with the engine, save or load YAML."""
+"""Topology: design a study (sites holding any data mix, an encoder per data key, a preset and its knobs,
+training), stored under the runs folder; the engine validates it as `medsplit run` would, errors are pinned to
+their field, and the graph is drawn either way (the faulty element in red)."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 import yaml
 
-from dashboard.experiments import (LABELS, MODALITIES, Validation, cut_rows, default_experiment, fmt_bytes, from_yaml,
-                                   knob_defaults, label_rows, label_warnings, modality_of, site_parties, to_yaml,
-                                   validate)
-from dashboard.graph import topology_dot
-from medsplit.errors import MedsplitError
+from dashboard import edits
+from dashboard.designs import Designs, Draft
+from dashboard.experiments import (ENCODER_CHOICES, KINDS, LABELS, Validation, cut_rows, default_experiment, fmt_bytes,
+                                   from_yaml, knob_defaults, label_rows, label_warnings, to_yaml, validate)
+from dashboard.graph import sketch_dot, topology_dot
+from dashboard.settings import Places, confined
 from medsplit.config.experiment import dump_experiment
-from medsplit.topology.presets import MERGE_KNOB, PRESETS
+from medsplit.errors import MedsplitError
+from medsplit.topology.presets import KNOBS, MERGE_KNOB, PRESETS
 
-__all__ = ["render", "collect", "current", "apply"]
+__all__ = ["render", "current", "designs", "open_design"]
 
 ss = st.session_state
-_PRESET_HELP = {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in PRESETS.items()}
+_PRESET_HELP = {name: spec.summary for name, spec in PRESETS.items()}
+_KNOB_HELP = {"nopeek": "NoPeek: each site also descends dCor(raw input, cut), pulling α times as hard as the task; "
+                        "0 is off",
+              "cut_features": "width of the cut for encoders that end in a linear layer",
+              "channels": "site CNN channels, e.g. 8, 16"}
 
 
-def _ints(text: str) -> list[int] | str:
-    """'1, 32, 32' -> [1, 32, 32]; anything else is passed on as text for the engine to refuse."""
-    try:
-        return [int(v) for v in str(text).replace("(", "").replace(")", "").replace("[", "").replace("]", "")
-                .split(",") if v.strip()]
-    except ValueError:
-        return str(text)
+def _text_or_drop(text: object) -> object:
+    return str(text).strip() or edits.DROP
 
 
-def _show_ints(value: Any) -> str:
-    return ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+# --- the stored design -------------------------------------------------------------------------------------
 
 
-def apply(data: dict[str, Any], path: str | None = None) -> None:
-    """Load an experiment mapping into the form's widgets (and keep it as the base for keys the form lacks)."""
-    data = copy.deepcopy(dict(data))
-    topo, train = dict(data.get("topology") or {}), dict(data.get("training") or {})
-    preset = topo.get("preset") if topo.get("preset") in PRESETS else "vertical"
-    defaults = default_experiment(preset)
-    knobs = {**knob_defaults(), **topo}
-    training = {**defaults["training"], **train}
-    ss.update({"t_base": data, "t_path": path, "t_preset": preset, "t_name": str(data.get("experiment", "")),
-               "t_seed": int(data.get("seed", 0) or 0), "t_ushaped": bool(knobs["ushaped"]),
-               "t_merge": knobs["merge"] if knobs["merge"] in MERGE_KNOB else "concat",
-               "t_nopeek": float(knobs["nopeek"]), "t_hops": int(knobs["hops"]), "t_servers": int(knobs["servers"]),
-               "t_cut_features": int(knobs["cut_features"]), "t_hidden": int(knobs["hidden"]),
-               "t_channels": _show_ints(knobs["channels"]), "t_epochs": int(training["epochs"]),
-               "t_batch_size": int(training["batch_size"]), "t_lr": float(training["lr"])})
-    sites = data.get("sites") if isinstance(data.get("sites"), list) else []
-    ss["t_nsites"] = max(1, len(sites))
-    for i, site in enumerate(sites):
-        site = site if isinstance(site, dict) else {}
-        mods = site.get("modalities") or {}
-        first = next(iter(mods.values()), {}) if isinstance(mods, dict) else {}
-        ss.update({f"t_s{i}_name": str(site.get("name", f"site_{i + 1}")), f"t_s{i}_party": site.get("party") or "",
-                   f"t_s{i}_modality": modality_of(site),
-                   f"t_s{i}_shape": _show_ints(first.get("shape", "")) if isinstance(first, dict) else "",
-                   f"t_s{i}_labels": [str(v) for v in site.get("labels") or []],
-                   f"t_s{i}_config": str(site.get("config") or "")})
+def designs() -> Designs:
+    return Designs(ss["places"].runs)
 
 
-def _on_preset() -> None:
-    """A new preset starts from its default sites and knobs; the training settings and seed stay."""
-    data = default_experiment(ss["t_preset"])
-    data["training"] = {"epochs": ss["t_epochs"], "batch_size": ss["t_batch_size"], "lr": ss["t_lr"]}
-    data["seed"] = ss["t_seed"]
-    apply(data)
+def _unique(store: Designs, base: str) -> str:
+    names, n, name = set(store.names()), 1, base
+    while name in names:
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
-def _site_defaults(i: int, preset: str, parties: list[str]) -> None:
-    if f"t_s{i}_name" not in ss:
-        ss.update({f"t_s{i}_name": f"site_{i + 1}", f"t_s{i}_party": parties[i] if i < len(parties) else "",
-                   f"t_s{i}_modality": "CT image", f"t_s{i}_shape": "1, 32, 32",
-                   f"t_s{i}_labels": ["diagnosis"] if preset != "vertical" else [],
-                   f"t_s{i}_config": f"site_{i + 1}/site.yaml"})
+def open_design() -> Draft:
+    """The design this tab works on (``?design=``, else the newest stored, else a new vertical one)."""
+    store = designs()
+    name = ss.get("t_design") or st.query_params.get("design")
+    draft = store.read(name) if name and name in store.names() else None
+    if draft is None:
+        names = store.names()
+        newest = store.read(names[0]) if names else None
+        draft = newest or store.write("vertical-study", default_experiment("vertical"))
+    ss["t_design"] = draft.name
+    st.query_params["design"] = draft.name
+    return draft
 
 
-def collect() -> dict[str, Any]:
-    """The experiment mapping the form describes: the base (loaded YAML or preset) with the form's values on top."""
-    data = copy.deepcopy(ss["t_base"])
-    preset = ss["t_preset"]
-    data["experiment"] = ss["t_name"]
-    data["seed"] = int(ss["t_seed"])
-    topo = dict(data.get("topology") or {})
-    topo["preset"] = preset
-    for knob in PRESETS[preset].knobs:  # the experiment refuses a knob its preset does not read
-        value = ss.get(f"t_{knob}")
-        topo[knob] = _ints(value) if knob == "channels" else value
-    data["topology"] = topo
-    data["training"] = {**dict(data.get("training") or {}), "epochs": int(ss["t_epochs"]),
-                        "batch_size": int(ss["t_batch_size"]), "lr": float(ss["t_lr"])}
-    old = data.get("sites") if isinstance(data.get("sites"), list) else []
-    sites = []
-    for i in range(int(ss["t_nsites"])):
-        site = dict(old[i]) if i < len(old) and isinstance(old[i], dict) else {}
-        key, kind, dicom, _ = MODALITIES[ss[f"t_s{i}_modality"]]
-        mods = site.get("modalities") if isinstance(site.get("modalities"), dict) else {}
-        spec = {k: v for k, v in dict(mods.get(key) or {}).items() if k not in ("kind", "modality", "shape")}
-        spec.update({"kind": kind, **({"modality": dicom} if dicom else {}), "shape": _ints(ss[f"t_s{i}_shape"])})
-        site.update({"name": ss[f"t_s{i}_name"], "modalities": {key: spec}, "labels": list(ss[f"t_s{i}_labels"])})
-        for field, value in (("party", ss[f"t_s{i}_party"]), ("config", ss[f"t_s{i}_config"])):
-            if value:
-                site[field] = value
-            else:
-                site.pop(field, None)
-        sites.append(site)
-    data["sites"] = sites
-    return data
+def current() -> tuple[Draft, Validation]:
+    """The stored design this tab works on, and the engine's verdict on it."""
+    draft = open_design()
+    return draft, _validated(draft.text, draft.source)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _validated(text: str, path: str | None):
-    return validate(yaml.safe_load(text), path)
+def _validated(text: str, source: str | None) -> Validation:
+    return validate(yaml.safe_load(text), source)
 
 
-def _sites_form(preset: str) -> None:
-    st.number_input("Sites", min_value=1, max_value=8, step=1, key="t_nsites",
-                    help="vanilla, U-shaped, multi-task and multi-hop take one site; vertical two; "
-                         "horizontal and SplitFed two or more")
-    parties = site_parties(preset, int(ss["t_nsites"]))
-    for i in range(int(ss["t_nsites"])):
-        _site_defaults(i, preset, parties)
-        options = list(dict.fromkeys([*parties, ss[f"t_s{i}_party"]]))
-        c = st.columns([2, 2, 2, 2, 3, 4])
-        c[0].text_input("Name", key=f"t_s{i}_name")
-        c[1].selectbox("Role (party)", options, key=f"t_s{i}_party",
-                       help="the site's place in the topology; empty: the preset's default for its modality")
-        c[2].selectbox("Modality", list(MODALITIES), key=f"t_s{i}_modality")
-        c[3].text_input("Sample shape", key=f"t_s{i}_shape", help="per patient: C, H, W (image) or F (EHR)")
-        c[4].multiselect("Labels held", list(dict.fromkeys([*LABELS, *ss[f"t_s{i}_labels"]])), key=f"t_s{i}_labels")
-        c[5].text_input("Data location (site YAML, as its admin declared it)", key=f"t_s{i}_config")
+def _edit(change: Callable[[dict], None], source: Any = ...) -> None:
+    """Apply ``change`` to the stored design (read now: another tab's edits are kept) and store it; the widgets
+    are then refreshed from what was stored."""
+    store = designs()
+    draft = store.read(ss["t_design"]) or Draft(ss["t_design"], {}, "")
+    data = copy.deepcopy(draft.data)
+    change(data)
+    store.write(draft.name, data, draft.source if source is ... else source)
+    ss["t_rev"] = None
 
 
-def _knobs_form(preset: str) -> None:
-    """A widget for each knob the preset reads (PresetSpec.knobs)."""
-    knobs = PRESETS[preset].knobs
+def _field(key: str, path: tuple, parse: Callable[[Any], Any] = edits.value) -> None:
+    """A widget's on_change: its value, parsed, at ``path`` of the design."""
+    _edit(lambda data: edits.put(data, path, parse(ss[key])))
+
+
+def _mod_field(i: int, j: int, name: str, path: tuple, parse: Callable[[Any], Any]) -> None:
+    """A data key's widget: its value, parsed, at ``path`` of data key ``j`` of site ``i``."""
+    _edit(lambda data: edits.put(list(edits.mods(edits.sites(data)[i]).values())[j], path,
+                                 parse(ss[f"t_s{i}_m{j}_{name}"])))
+
+
+def _sync(draft: Draft) -> None:
+    """Every widget shows the stored design (on first render, and whenever it changed: this tab or another)."""
+    if ss.get("t_rev") != draft.rev:
+        ss.update(edits.widget_values(draft.data))
+        ss["t_rev"] = draft.rev
+
+
+def _set_preset() -> None:
+    if ss["t_preset"] in PRESETS:  # back to a value the YAML holds that is not a preset: nothing to rebuild
+        _edit(lambda data: edits.set_preset(data, ss["t_preset"]))
+
+
+def _remove_site(i: int) -> None:
+    _edit(lambda data: edits.sites(data).pop(i) if i < len(edits.sites(data)) else None)
+
+
+def _remove_data(i: int, key: str) -> None:
+    _edit(lambda data: edits.mods(edits.sites(data)[i]).pop(key, None))
+
+
+def _pin(key: str) -> None:
+    """The engine's error under the field it is about: the problem and the fix."""
+    v: Validation = ss["_t_verdict"]
+    if v.error and ss["_t_target"] == key:
+        ss["_t_pinned"] = True
+        text = v.error.removeprefix("medsplit run: error: ")
+        st.error(text, icon=":material/error:")
+
+
+# --- the form ------------------------------------------------------------------------------------------------
+
+
+def _text(column: Any, label: str, key: str, path: tuple, parse: Callable[[Any], Any] = edits.value,
+          **kw: Any) -> None:
+    column.text_input(label, key=key, on_change=_field, args=(key, path, parse), **kw)
+    with column:
+        _pin(key)
+
+
+def _sites_form(data: dict) -> None:
+    for i, site in enumerate(edits.sites(data)):
+        site = site if isinstance(site, dict) else {}
+        c = st.columns([2, 2, 3, 3, 1], vertical_alignment="bottom")
+        _text(c[0], f"Site {i + 1}: name", f"t_s{i}_name", ("sites", i, "name"))
+        _text(c[1], "Party", f"t_s{i}_party", ("sites", i, "party"),
+              _text_or_drop, placeholder="its name", help="its name in the topology")
+        labels = list(dict.fromkeys([*LABELS, *ss.get(f"t_s{i}_labels", [])]))
+        c[2].multiselect("Labels held", labels, key=f"t_s{i}_labels", on_change=_field,
+                         args=(f"t_s{i}_labels", ("sites", i, "labels"), list))
+        with c[2]:
+            _pin(f"t_s{i}_labels")
+        _text(c[3], "Site YAML (as its admin declared it)", f"t_s{i}_config", ("sites", i, "config"), _text_or_drop)
+        c[4].button("Remove", key=f"b_rm_site_{i}", on_click=_remove_site, args=(i,), help="remove this site")
+        for j, key in enumerate(edits.mods(site)):
+            d = st.columns([0.3, 2, 2, 2, 2, 3, 1], vertical_alignment="bottom")
+            d[0].markdown("↳")
+            d[1].text_input("Data key", key=f"t_s{i}_m{j}_key", on_change=lambda i=i, j=j: _edit(
+                lambda data: edits.rename_data(data, i, j, str(ss[f"t_s{i}_m{j}_key"]).strip())))
+            kinds = list(dict.fromkeys([*KINDS, ss.get(f"t_s{i}_m{j}_kind", "table")]))
+            d[2].selectbox("Kind", kinds, key=f"t_s{i}_m{j}_kind", help="a table, or DICOM images of a modality",
+                           on_change=lambda i=i, j=j: _edit(lambda data: edits.set_kind(data, i, j,
+                                                                                         ss[f"t_s{i}_m{j}_kind"])))
+            with d[2]:
+                _pin(f"t_s{i}_m{j}_kind")
+            d[3].text_input("Per-sample shape", key=f"t_s{i}_m{j}_shape", on_change=_mod_field,
+                            args=(i, j, "shape", ("shape",), edits.values),
+                            help="table: F; image: C, H, W or C, D, H, W")
+            with d[3]:
+                _pin(f"t_s{i}_m{j}_shape")
+            encs = list(dict.fromkeys([*ENCODER_CHOICES, ss.get(f"t_s{i}_m{j}_enc", "default")]))
+            d[4].selectbox("Encoder", encs, key=f"t_s{i}_m{j}_enc",
+                           help="default: mlp for a table, cnn for an image; module: the study's own code",
+                           on_change=lambda i=i, j=j: _edit(lambda data: edits.set_encoder(
+                               data, i, j, ss[f"t_s{i}_m{j}_enc"], ss.get(f"t_s{i}_m{j}_module", ""))))
+            with d[4]:
+                _pin(f"t_s{i}_m{j}_enc")
+            if ss.get(f"t_s{i}_m{j}_enc") == "module":
+                d[5].text_input("Encoder module", key=f"t_s{i}_m{j}_module", on_change=_mod_field,
+                                args=(i, j, "module", ("encoder", "module"), _text_or_drop),
+                                placeholder="package.module:factory",
+                                help="every party imports it from its own installed code")
+            d[6].button("✕", key=f"b_rm_data_{i}_{j}", on_click=_remove_data, args=(i, key),
+                        help=f"remove '{key}' from this site")
+        st.button("Add data to this site", key=f"b_add_data_{i}",
+                  on_click=lambda i=i: _edit(lambda data: edits.add_data(data, i)))
+        _pin(f"t_s{i}_mods")
+        _pin(f"t_s{i}")
+        st.divider()
+    st.button("Add site", key="b_add_site", on_click=lambda: _edit(edits.add_site))
+    _pin("t_sites")
+
+
+def _knobs_form(data: dict) -> None:
+    """A widget for each knob the preset reads (PresetSpec.knobs); an unknown preset shows the knobs it sets."""
+    topo = data.get("topology") if isinstance(data.get("topology"), dict) else {}
+    preset = topo.get("preset")
+    knobs = PRESETS[preset].knobs if preset in PRESETS else tuple(k for k in KNOBS if k in topo)
     c = iter(st.columns(4) + st.columns(4))
-    if "cut_features" in knobs:
-        next(c).number_input("Cut features", min_value=1, step=1, key="t_cut_features",
-                             help="width of the cut for encoders that end in a linear layer")
-    if "hidden" in knobs:
-        next(c).number_input("Hidden units", min_value=1, step=1, key="t_hidden")
-    if "channels" in knobs:
-        next(c).text_input("Conv channels", key="t_channels", help="site encoder channels, e.g. 8, 16")
-    if "nopeek" in knobs:
-        next(c).number_input("NoPeek α", min_value=0.0, step=0.1, format="%.2f", key="t_nopeek",
-                             help="NoPeek: each site also descends dCor(raw input, cut), pulling α times as hard "
-                                  "as the task; 0 is off")
-    if "merge" in knobs:
-        next(c).selectbox("Merge at the server", list(MERGE_KNOB), key="t_merge")
-    if "ushaped" in knobs:
-        next(c).checkbox("Keep labels at their site (U-shaped)", key="t_ushaped")
-    if "hops" in knobs:
-        next(c).number_input("Hops (relays)", min_value=1, max_value=8, step=1, key="t_hops")
-    if "servers" in knobs:
-        next(c).number_input("Servers", min_value=1, max_value=4, step=1, key="t_servers")
-    if preset == "multitask":
-        next(c).text_input("Tasks", value="diagnosis, mortality", disabled=True,
-                           help="the multi-task preset's tasks; the experiment YAML has no key to change them")
+    labels = {"cut_features": "Cut features", "hidden": "Hidden units", "channels": "Conv channels (site CNN)",
+              "nopeek": "NoPeek α", "hops": "Hops (relays)", "servers": "Servers"}
+    for knob in knobs:
+        col = next(c)
+        if knob == "merge":
+            options = list(dict.fromkeys([*MERGE_KNOB, *([topo["merge"]] if "merge" in topo else [])]))
+            col.selectbox("Merge at the server", options, key="t_merge", on_change=_field,
+                          args=("t_merge", ("topology", "merge"), lambda v: v))
+        elif knob == "ushaped":
+            col.checkbox("Keep labels at their site (U-shaped)", key="t_ushaped", on_change=_field,
+                         args=("t_ushaped", ("topology", "ushaped"), bool))
+        else:
+            parse = edits.values if knob == "channels" else edits.value
+            col.text_input(labels[knob], key=f"t_{knob}", on_change=_field,
+                           args=(f"t_{knob}", ("topology", knob), parse), help=_KNOB_HELP.get(knob),
+                           placeholder=f"default {edits.show(knob_defaults()[knob])}")
+        with col:
+            _pin(f"t_{knob}")
 
 
 def _training_form() -> None:
     c = st.columns(5)
     c[0].selectbox("Optimizer", ["Adam"], disabled=True, help="every party trains with Adam at this rate")
-    c[1].number_input("Learning rate", min_value=1e-6, step=1e-4, format="%.4f", key="t_lr")
-    c[2].number_input("Batch size", min_value=1, step=1, key="t_batch_size")
-    c[3].number_input("Epochs", min_value=1, step=1, key="t_epochs")
-    c[4].number_input("Seed", min_value=0, step=1, key="t_seed")
+    _text(c[1], "Learning rate", "t_lr", ("training", "lr"), placeholder="default 0.001")
+    _text(c[2], "Batch size", "t_batch_size", ("training", "batch_size"), placeholder="default 32")
+    _text(c[3], "Epochs", "t_epochs", ("training", "epochs"), placeholder="default 5")
+    _text(c[4], "Seed", "t_seed", ("seed",), placeholder="default 0")
+    _pin("t_training")
 
 
-def _load() -> None:
+def _verdict(v: Validation, data: dict, batch: Any) -> None:
+    if v.ok and not v.flags:
+        plan = v.plan
+        st.success(f"Valid: {len(plan.parties)} parties, {len(plan.segments)} segments, {len(plan.edges)} cut edges, "
+                   f"{len(plan.label_flows)} label flows (checked by the engine's parse_experiment and "
+                   "compile_topology, as `medsplit run` does).")
+    elif v.ok:
+        st.warning("Valid for the engine, but flagged: " + " / ".join(v.flags), icon=":material/flag:")
+    else:
+        st.error(v.error)
+    if v.ok:
+        for warning in label_warnings(v.experiment, v.plan):
+            st.warning(warning)
+        st.graphviz_chart(topology_dot(v.plan, int(batch)))
+        rows = cut_rows(v.plan, int(batch))
+        if rows:
+            table = pd.DataFrame(rows)
+            for col in ("activations / step", "gradients / step"):
+                table[col] = [f"{fmt_bytes(b)} ({b:,} B)" for b in table[col]]
+            st.markdown("**Cut edges** (bytes per step = shape × batch size × 4 bytes, float32)")
+            st.dataframe(table, hide_index=True)
+        st.markdown("**Where the labels live**")
+        st.dataframe(pd.DataFrame(label_rows(v.plan)), hide_index=True)
+        with st.expander("The engine's description"):
+            st.code(v.plan.describe(), language=None)
+    else:
+        problem = v.error.removeprefix("medsplit run: error: ").split("\n")[0]
+        st.graphviz_chart(sketch_dot(data, v.key, problem))
+
+
+def render(places: Places) -> None:
+    """The Topology section."""
+    st.header("Topology")
+    draft, v = current()
+    _sync(draft)
+    data = draft.data
+    ss["_t_verdict"], ss["_t_target"], ss["_t_pinned"] = v, edits.target(v.key, data), False
+    c = st.columns([3, 2, 3, 4], vertical_alignment="bottom")
+    store = designs()
+    c[0].selectbox("Design (stored under the runs folder)", store.names(), key="t_design",
+                   on_change=lambda: ss.update(t_rev=None))
+    c[1].button("New design", key="b_new_design", on_click=_new_design)
+    presets = list(dict.fromkeys([*PRESETS, str(ss.get("t_preset", ""))]))
+    c[2].selectbox("Preset", presets, key="t_preset", on_change=_set_preset,
+                   format_func=lambda p: p if p in PRESETS else f"{p} (not a preset)" if p else "(none given)")
+    with c[2]:
+        _pin("t_preset")
+    _text(c[3], "Experiment name", "t_name", ("experiment",))
+    st.caption(_PRESET_HELP.get(str(ss.get("t_preset")), ""))
+    with st.expander("Sites: who holds which data, with which encoder", expanded=True):
+        _sites_form(data)
+    with st.expander("Cut layers, merge, hops, servers, NoPeek (the knobs this preset reads)", expanded=True):
+        _knobs_form(data)
+    with st.expander("Training", expanded=True):
+        _training_form()
+    batch = edits.get(data, ("training", "batch_size"))
+    _verdict(v, data, batch if isinstance(batch, int) and batch > 0 else 32)
+    _yaml_tools(draft, places.root)
+
+
+def _new_design() -> None:
+    preset = ss.get("t_preset") if ss.get("t_preset") in PRESETS else "vertical"
+    store = designs()
+    draft = store.write(_unique(store, f"{preset}-study"), default_experiment(preset))
+    ss["t_design"], ss["t_rev"] = draft.name, None
+
+
+# --- YAML: export, load, edit ----------------------------------------------------------------------------
+
+
+def _load(root: Path) -> None:
     path = ss.get("t_load_path", "")
     try:
-        data = from_yaml(Path(path).expanduser().read_text(), Path(path).expanduser())
+        where = confined(root, path, "Load from")
+        data = from_yaml(where.read_text(), where)
     except (OSError, MedsplitError) as exc:
         ss["t_msg"] = ("error", f"cannot load {path}: {exc}")
         return
-    apply(data, str(Path(path).expanduser()))
+    _edit(lambda d: (d.clear(), d.update(data)), source=str(where))
     ss["t_msg"] = ("success", f"loaded {path}")
 
 
-def _save() -> None:
+def _save(root: Path) -> None:
     path = ss.get("t_save_path", "")
     try:
-        dump_experiment(collect(), Path(path).expanduser())
+        dump_experiment(designs().read(ss["t_design"]).data, confined(root, path, "Save to"))  # type: ignore[union-attr]
     except (OSError, MedsplitError) as exc:
         ss["t_msg"] = ("error", f"not saved: {exc}")
         return
@@ -198,82 +321,36 @@ def _save() -> None:
 
 def _apply_text() -> None:
     try:
-        apply(from_yaml(ss.get(ss.get("t_edit_key", ""), "")), ss.get("t_path"))
+        data = from_yaml(ss.get(ss.get("t_edit_key", ""), ""))
     except MedsplitError as exc:
         ss["t_msg"] = ("error", str(exc))
+        return
+    _edit(lambda d: (d.clear(), d.update(data)))
 
 
-def _show_plan(v: Validation, batch_size: int) -> None:
-    plan = v.plan
-    st.success(f"Valid: {len(plan.parties)} parties, {len(plan.segments)} segments, {len(plan.edges)} cut edges, "
-               f"{len(plan.label_flows)} label flows (checked by the engine's parse_experiment and compile_topology).")
-    for warning in label_warnings(v.experiment, plan):
-        st.warning(warning)
-    st.graphviz_chart(topology_dot(plan, batch_size))
-    rows = cut_rows(plan, batch_size)
-    if rows:
-        table = pd.DataFrame(rows)
-        for col in ("activations / step", "gradients / step"):
-            table[col] = [f"{fmt_bytes(b)} ({b:,} B)" for b in table[col]]
-        st.markdown("**Cut edges** (bytes per step = shape × batch size × 4 bytes, float32)")
-        st.dataframe(table, hide_index=True)
-    st.markdown("**Where the labels live**")
-    st.dataframe(pd.DataFrame(label_rows(plan)), hide_index=True)
-    with st.expander("The engine's description"):
-        st.code(plan.describe(), language=None)
-
-
-def current() -> tuple[dict[str, Any], Validation]:
-    """The experiment the form describes now, and the engine's verdict on it (a Validation)."""
-    if "t_base" not in ss:
-        apply(default_experiment("vertical"))
-    data = collect()
-    return data, _validated(to_yaml(data), ss.get("t_path"))
-
-
-def render(root: Path) -> None:
-    """The Topology section."""
-    st.header("Topology")
-    if "t_base" not in ss:
-        apply(default_experiment("vertical"))
-    c = st.columns([2, 3, 5])
-    c[0].selectbox("Preset", list(PRESETS), key="t_preset", on_change=_on_preset)
-    c[1].text_input("Experiment name", key="t_name")
-    c[2].caption(_PRESET_HELP.get(ss["t_preset"], ""))
-    preset = ss["t_preset"]
-    with st.expander("Sites", expanded=True):
-        _sites_form(preset)
-    with st.expander("Cut layers, merge, tasks, hops, NoPeek", expanded=True):
-        _knobs_form(preset)
-    with st.expander("Training", expanded=True):
-        _training_form()
-    data, v = current()
-    text = to_yaml(data)
-    if v.ok:
-        _show_plan(v, int(ss["t_batch_size"]))
-    else:
-        st.error(v.error)
-    _yaml_tools(data, text, root)
-
-
-def _yaml_tools(data: dict[str, Any], text: str, root: Path) -> None:
+def _yaml_tools(draft: Draft, root: Path) -> None:
     st.subheader("Experiment YAML")
+    text = to_yaml(draft.data)
+    if not ss["_t_pinned"]:
+        _pin("t_yaml")
     if "t_msg" in ss:
         kind, msg = ss.pop("t_msg")
         (st.success if kind == "success" else st.error)(msg)
     left, right = st.columns(2)
+    name = str(draft.data.get("experiment") or "experiment")
     with left:
         st.code(text, language="yaml")
-        st.download_button("Download YAML", text, file_name=f"{data.get('experiment') or 'experiment'}.yaml",
-                           mime="text/yaml")
+        st.download_button("Download YAML", text, file_name=f"{name}.yaml", mime="text/yaml")
     with right:
-        default = str(Path(ss.get("t_path") or root / f"{data.get('experiment') or 'experiment'}.yaml"))
-        if "t_save_path" not in ss:
+        default = f"{name}.yaml"  # follows the experiment's name until the user types a path of their own
+        if ss.get("t_save_path") in (None, ss.get("t_save_auto")):
             ss["t_save_path"] = default
-        st.text_input("Save to", key="t_save_path")
-        st.button("Save", key="b_save", on_click=_save)
-        st.text_input("Load from", key="t_load_path", placeholder="path/to/experiment.yaml")
-        st.button("Load", key="b_load", on_click=_load)
-        ss["t_edit_key"] = "x_edit_" + hashlib.sha1(text.encode()).hexdigest()[:12]
+        ss["t_save_auto"] = default
+        st.text_input("Save to (under the dashboard's root)", key="t_save_path")
+        st.button("Save", key="b_save", on_click=_save, args=(root,))
+        st.text_input("Load from (under the dashboard's root)", key="t_load_path",
+                      placeholder="path/to/experiment.yaml")
+        st.button("Load", key="b_load", on_click=_load, args=(root,))
+        ss["t_edit_key"] = f"x_edit_{draft.rev}"
         st.text_area("Edit the YAML directly", value=text, height=240, key=ss["t_edit_key"])
         st.button("Apply YAML", key="b_apply", on_click=_apply_text)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..engine.report import summarize
 from ..errors import DataError, PeerTimeout, ProtocolError, RunError, TransportError
-from ..runstore import RunStore
+from ..runstore import RunStore, stop_reason
 from .admission import Start, admit, pair_keys
 from .node import Node
 from .resume import resume_point
@@ -25,14 +25,20 @@ def run_host(node: Node) -> dict[str, Any]:
     """Drive sessions until the run completes; returns the run summary (also in RUN_DIR/summary.json).
 
     A run that cannot go on (every retry failed, a required party refused) is marked failed in the run
-    store, with the reason, before the error is raised.
+    store, with the reason, before the error is raised; one interrupted (Ctrl-C, or SIGTERM, which the CLI
+    turns into KeyboardInterrupt) is marked stopped.
     """
     store = RunStore(node.run_dir) if node.opts.mode == "train" else None
     try:
         return _host(node, store)
+    except KeyboardInterrupt as exc:
+        if store is not None:
+            store.set_status("stopped", stop_reason(exc), unless_final=True)
+        raise
     except BaseException as exc:
         if store is not None:
-            store.set_info(status="failed", error=str(exc)[:2000], ended=time.time())
+            store.set_info(error=str(exc)[:2000])
+            store.set_status("failed", str(exc)[:2000])
         raise
     finally:
         if store is not None:
@@ -46,9 +52,16 @@ def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
     node.open_transport()
     mode = node.opts.mode  # predictions leave the training run's store as it was (store is None)
     if store is not None:
-        store.set_info(name=exp.name, preset=exp.topology.preset, transport=node.opts.transport, seed=exp.seed,
-                       epochs=tr.epochs, status="running", started=time.time(), parties=list(node.plan.parties),
-                       topology=node.plan.describe(), experiment=str(exp.path), nopeek=exp.topology.nopeek)
+        resumed = node.checkpoints.steps() != []  # this directory holds an earlier session's checkpoints
+        facts = dict(name=exp.name, preset=exp.topology.preset, transport=node.opts.transport, seed=exp.seed,
+                     epochs=tr.epochs, parties=list(node.plan.parties), topology=node.plan.describe(),
+                     experiment=str(exp.path), nopeek=exp.topology.nopeek)
+        if resumed and store.info().get("started"):
+            facts.update(resumed_at=time.time(), resumes=int(store.info().get("resumes") or 0) + 1)
+        else:
+            facts["started"] = time.time()
+        store.set_info(**facts)
+        store.set_status("running", "resumed from its checkpoints" if "resumes" in facts else "")
     node.log(f"hosting run '{node.run_id}' ({mode}) on {node.opts.host}:{node.transport.port}")
     members = [p for p in node.plan.parties if p != node.me]
     optional = set(node.topology.sites) if node.topology.schedule != "joint" and mode == "train" else set()
@@ -122,7 +135,7 @@ def _host(node: Node, store: RunStore | None) -> dict[str, Any]:
         for p in node.plan.parties:
             event(p, "finished")
         if store is not None:
-            store.set_info(status="completed", ended=time.time())
+            store.set_status("completed")
         (node.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         break
     _finish(node)

@@ -16,6 +16,7 @@ from ..engine.party import Unit, load_batch
 from ..engine.report import EpochRecord, PartyReport, format_epoch, merge_reports, party_report
 from ..errors import ProtocolError
 from ..plan.schedule import Schedule, UnitSpec
+from ..runstore import StepLog, declared_flows
 from .admission import Start
 
 if TYPE_CHECKING:
@@ -32,10 +33,19 @@ class NodeHooks(LoopHooks):
         self.node = node
         self.store = store
         self.reports: dict[str, PartyReport] = {}  # the host: every party's last report
+        self.steps = StepLog(store) if store is not None else None  # the host: live progress, a few writes a second
+        self.trained = 0  # training steps of the run so far (set from the position a session starts at)
+        self._total = 0  # training steps of an epoch
+        self._heard: dict[str, int] = {}
 
     def progress(self, epoch: int, done: int, total: int, steps: int) -> None:
-        """About ten lines an epoch: step, latest loss per task, and bytes each site has sent the server."""
+        """About ten lines an epoch: step, latest loss per task, and bytes each site has sent the server; at the
+        host, live progress into the run store."""
         node = self.node
+        self.trained += steps
+        self._total = total
+        if self.steps is not None and self.steps.due(force=done == total):
+            self._record_step(self.steps, epoch, done, total)
         every = max(1, total // 10)
         if done % every and done != total:
             return
@@ -55,6 +65,18 @@ class NodeHooks(LoopHooks):
         loss = ", ".join(f"{t} {v:.4f}" for t, v in sorted(losses.items()))
         node.log(f"epoch {epoch + 1}/{node.exp.training.epochs} step {done}/{total}  loss: {loss or '-'}  "
                  f"received from: {sites or '-'}")
+
+    def _record_step(self, steps: StepLog, epoch: int, done: int, total: int) -> None:
+        """The step counter, the latest losses, what crossed here, and who was heard from since the last write."""
+        node = self.node
+        losses = node.runner.latest_losses()
+        for p in node.active:
+            if p != node.me:
+                losses.update(node.control.get(node.session, "loss", p) or {})
+        heard = node.meter.received_from(node.me)
+        seen = [node.me] + [p for p, b in heard.items() if b != self._heard.get(p)]
+        self._heard = heard
+        steps.write(epoch + 1, done, total, self.trained, losses, node.meter.flows(), seen)
 
     def checkpoint(self, step: int, position: Position) -> None:
         node = self.node
@@ -77,6 +99,9 @@ class NodeHooks(LoopHooks):
                         for p in node.active}
         record = merge_reports(epoch, self.reports, train_steps, seconds)
         self.store.record_epoch(record, self.reports)
+        self.store.heard(list(self.reports), train_steps)  # every party posted its report: each was heard now
+        if self.steps is not None:  # after validation: the live transfers include the epoch's evaluation too
+            self._record_step(self.steps, epoch - 1, self._total, self._total)
         node.log(format_epoch(record, node.exp.training.epochs))
         return record
 
@@ -136,7 +161,11 @@ def run_session(node: Node, start: Start, rows: Mapping[str, Sequence[int]], sto
     """Train from ``start`` (the host's position; this party's own state from its checkpoint)."""
     node.runner.wire = node.wire()
     hooks = NodeHooks(node, store)
-    loop = EpochLoop(_schedule(node, rows), _execute(node), hooks, checkpoint_every=node.exp.training.checkpoint_every)
+    schedule = _schedule(node, rows)
+    loop = EpochLoop(schedule, _execute(node), hooks, checkpoint_every=node.exp.training.checkpoint_every)
+    if store is not None:
+        store.set_plan(declared_flows(node.plan, node.exp.training.batch_size), node.exp.training.batch_size,
+                       schedule.steps_per_epoch())
     if start.position is None:
         position = loop.start()
     else:
@@ -144,6 +173,7 @@ def run_session(node: Node, start: Start, rows: Mapping[str, Sequence[int]], sto
         position = loop.resume(Position.from_json(start.position))
         state = "its checkpoint" if start.load.get(node.me) is not None or node.is_host else "its current weights"
         node.log(f"resumed at epoch {position.epoch + 1}, {position.in_epoch} steps into it, from {state}")
+    hooks.trained = position.train_steps
     return loop.run(node.exp.training.epochs, position), hooks
 
 

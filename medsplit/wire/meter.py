@@ -102,6 +102,21 @@ class Meter:
                     out[src] = out.get(src, 0) + tally.bytes
         return out
 
+    def flows(self) -> list[dict]:
+        """Each transfer once: one row per (src, dst, edge, kind, phase) with its count and bytes so far.
+
+        A meter shared by both ends (every party in one process) sees a tensor sent and received: it counts
+        once. A node's meter sees what it sent and what it received.
+        """
+        with self._lock:
+            keys = sorted(set(self._sent) | set(self._received))
+            rows = []
+            for key in keys:
+                ends = [t for t in (self._sent.get(key), self._received.get(key)) if t is not None]
+                rows.append({"src": key[0], "dst": key[1], "edge": key[2], "kind": key[3], "phase": key[4],
+                             "count": max(t.count for t in ends), "bytes": max(t.bytes for t in ends)})
+        return rows
+
     def audit(self, src: str | None = None) -> list[dict]:
         """Aggregated audit: one row per (src, dst, edge, kind) with count, bytes, shapes and dtypes.
 

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import launcher
 from sites.cli import main
 from medsplit.runstore import RunStore
+from tests.dashboard.helpers import wait_until
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 TIMEOUT = 60  # seconds for one AppTest script run (the first imports torch)
@@ -28,7 +29,9 @@ def runs_root(tmp_path_factory) -> Path:
 
 
 def make_app(root: Path, monkeypatch, **query: str) -> AppTest:
+    """The app on the runs folder ``root``, which is also its root (as `medsplit dashboard --runs ROOT` runs it)."""
     monkeypatch.setenv("MEDSPLIT_RUNS", str(root))
+    monkeypatch.delenv("MEDSPLIT_ROOT", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     for k, v in query.items():
         at.query_params[k] = v
@@ -41,25 +44,17 @@ def app(runs_root, monkeypatch):
     return lambda **query: make_app(runs_root, monkeypatch, **query)
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 def launched(tmp_path_factory) -> dict:
     """A run started from the Launch section (synthetic files, 1 epoch, each party its own process on 127.0.0.1),
-    followed until its process exits."""
+    followed until its job exits; what the page showed right after Start is kept."""
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("launched")
     try:
         at = make_app(root, mp, page="topology")
         at.run()
         at.selectbox(key="t_preset").set_value("vertical").run()
-        at.number_input(key="t_epochs").set_value(1).run()
+        at.text_input(key="t_epochs").set_value("1").run()
         at.sidebar.radio[0].set_value("Launch").run()
         at.text_input(key="l_name").set_value("from-page")
         at.number_input(key="l_patients").set_value(40)
@@ -68,11 +63,13 @@ def launched(tmp_path_factory) -> dict:
         run_dir = root / "from-page"
         assert not at.exception, at.exception
         assert (run_dir / "run.sqlite").exists(), [e.value for e in at.error]
-        wait_until(lambda: not launcher.launch_state(run_dir)["alive"], 120, "the launched run to finish")
+        right_after = {"markdown": [m.value for m in at.markdown], "success": [s.value for s in at.success],
+                       "status": RunStore(run_dir, readonly=True).info()["status"]}
+        wait_until(lambda: not launcher.launch_state(run_dir)["alive"], 240, "the launched run to finish")
         at.run()
     finally:
         mp.undo()
-    return {"root": root, "run_dir": run_dir, "app": at}
+    return {"root": root, "run_dir": run_dir, "app": at, "right_after": right_after}
 
 
 @pytest.fixture

@@ -35,7 +35,8 @@ def test_yaml_errors_name_the_line_not_its_text(tmp_path):
 
 
 def test_topology_load_from_shows_no_line_of_a_data_file(app_in, tmp_path):
-    path = tmp_path / "ehr.csv"
+    path = tmp_path / "runs" / "ehr.csv"  # under the dashboard's root: it loads nothing else
+    path.parent.mkdir()
     path.write_text(CSV)
     at = app_in(tmp_path / "runs", page="topology")
     at.run()
