@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine.loop import EpochLoop, LoopHooks, Position
-from ..engine.party import Unit, load_batch
+from ..engine.units import party_executor
 from ..engine.report import EpochRecord, PartyReport, format_epoch, merge_reports, party_report
 from ..errors import ProtocolError
-from ..plan.schedule import Schedule, UnitSpec
+from ..plan.schedule import Schedule
 from .handshake import Start
 
 if TYPE_CHECKING:
@@ -90,19 +90,8 @@ class NodeHooks(LoopHooks):
 
 
 def _execute(node: Node) -> Any:
-    runner, plan = node.runner, node.plan
-    key = node.fingerprint_key if plan.fingerprint_checker is not None else None
-
-    def execute(specs: list[UnitSpec]) -> None:
-        for spec in specs:
-            if node.me not in spec.parties:
-                continue
-            batches = {}
-            if node.data is not None and node.me in spec.rows:
-                batches[node.me] = load_batch(node.data, spec.step, spec.phase, spec.rows[node.me], key)
-            runner.run_unit(Unit(spec, batches))
-
-    return execute
+    key = node.fingerprint_key if node.plan.fingerprint_checker is not None else None
+    return party_executor(node.runner, node.data, key)
 
 
 def _schedule(node: Node, rows: Mapping[str, Sequence[int]]) -> Schedule:

@@ -15,7 +15,8 @@ __all__ = ["Meter", "TransferRecord"]
 
 @dataclass(frozen=True)
 class TransferRecord:
-    """One tensor that left (``sent``) or reached (``received``) a party."""
+    """One tensor that left (``sent``) or reached (``received``) a party; ``shape`` and ``dtype`` are the
+    tensor's, ``bytes`` what crossed for it (fewer when ``codec`` encoded it)."""
 
     direction: str
     step: int
@@ -26,7 +27,8 @@ class TransferRecord:
     kind: str
     shape: tuple[int, ...]
     dtype: str
-    bytes: int
+    bytes: int  # what crossed: an encoded tensor's payload, not the tensor it stands for
+    codec: str = ""
 
 
 @dataclass
@@ -35,6 +37,7 @@ class _Tally:
     bytes: int = 0
     shapes: set[tuple[int, ...]] = field(default_factory=set)
     dtypes: set[str] = field(default_factory=set)
+    codecs: set[str] = field(default_factory=set)
 
 
 class Meter:
@@ -57,9 +60,10 @@ class Meter:
     def record(self, msg: Message, direction: str) -> TransferRecord:
         tensor = msg.tensor
         rec = TransferRecord(direction=direction, step=msg.step, phase=msg.phase, src=msg.src, dst=msg.dst,
-                             edge=msg.edge, kind=msg.kind.value, shape=tuple(tensor.shape),
-                             dtype=str(tensor.dtype).removeprefix("torch."),
-                             bytes=tensor.numel() * tensor.element_size())
+                             edge=msg.edge, kind=msg.kind.value, shape=msg.shape,
+                             dtype=str(msg.dtype).removeprefix("torch."),
+                             bytes=tensor.numel() * tensor.element_size(),
+                             codec=msg.packed.codec if msg.packed is not None else "")
         table = self._sent if direction == "sent" else self._received
         with self._lock:
             tally = table[(rec.src, rec.dst, rec.edge, rec.kind, rec.phase)]
@@ -67,6 +71,8 @@ class Meter:
             tally.bytes += rec.bytes
             tally.shapes.add(rec.shape[1:] if rec.kind in ("activation", "label") else rec.shape)
             tally.dtypes.add(rec.dtype)
+            if rec.codec:
+                tally.codecs.add(rec.codec)
         for callback in self._listeners:
             callback(rec)
         return rec
@@ -118,7 +124,9 @@ class Meter:
                 m.bytes += t.bytes
                 m.shapes |= t.shapes
                 m.dtypes |= t.dtypes
+                m.codecs |= t.codecs
         rows = [{"src": sender, "dst": dst, "edge": edge, "kind": kind, "count": t.count, "bytes": t.bytes,
-                 "shapes": sorted(list(s) for s in t.shapes), "dtypes": sorted(t.dtypes)}
+                 "shapes": sorted(list(s) for s in t.shapes), "dtypes": sorted(t.dtypes),
+                 **({"codecs": sorted(t.codecs)} if t.codecs else {})}
                 for (sender, dst, edge, kind), t in merged.items()]
         return sorted(rows, key=lambda r: (r["src"], r["dst"], r["edge"], r["kind"]))
