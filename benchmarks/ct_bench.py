@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from medsplit import Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology, split_sequential
-from medsplit.engine import EpochLoop, PartyRunner, Position
+from medsplit.engine import EpochLoop, PartyRunner
 from medsplit.engine.metrics import task_loss
 from medsplit.engine.units import party_executor
 from medsplit.plan import Schedule, compile_topology
@@ -156,6 +156,8 @@ class LocalWorker:
     def round(self) -> Round:
         t0, c0 = time.perf_counter(), time.process_time()
         self.trainer.train_epoch()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a GPU party's last update may still be queued
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         b = self.trainer.meter.bytes_by_party("train").get("site", {"sent": 0, "received": 0})
         total = b["sent"] + b["received"]

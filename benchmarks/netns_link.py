@@ -78,8 +78,11 @@ def main() -> None:
                 for rate in args.rates:
                     lab.set_rate(rate)
                     t0 = time.perf_counter()
+                    def log(line: str, r: str = rate) -> None:
+                        print(f"# {r} {line[2:]}", flush=True)
+
                     rounds = run_rounds(workers, "gloo", min_rounds=args.min_rounds, max_rounds=args.rounds,
-                                        spread=args.spread, log=lambda line: print(f"# {rate} {line[2:]}", flush=True))
+                                        spread=args.spread, log=log)
                     rows = summarize(rounds, workers, "gloo", args.steps, args.spread, args.min_rounds)
                     results[rate] = {"seconds": time.perf_counter() - t0, "modes": rows}
             finally:
@@ -88,8 +91,9 @@ def main() -> None:
     except LabError as exc:
         print(f"netns_link: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"# server and site in their own namespaces (10.77.0.1, 10.77.0.2), gloo; CT slice 1x{args.size}x{args.size}, "
-          f"batch {args.batch_size}, cut 32x{args.size // 4}x{args.size // 4}; {args.steps} steps a round; logs in {logs}")
+    s = args.size
+    print(f"# server and site in their own namespaces (10.77.0.1, 10.77.0.2), gloo; CT slice 1x{s}x{s}, batch "
+          f"{args.batch_size}, cut 32x{s // 4}x{s // 4}; {args.steps} steps a round; logs in {logs}")
     print("| link | mode | s per step | vs float32 gloo (median, spread) | rounds | MB per step | "
           "the link's time for those bytes (s) |")
     print("|---|---|---|---|---|---|---|")

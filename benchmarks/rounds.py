@@ -9,7 +9,8 @@ spread of a ratio is the interquartile range of its per-round values.
 from __future__ import annotations
 
 import statistics
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from benchmarks.ct_bench import Round
 
@@ -30,7 +31,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def _ratios(rounds: dict[str, list[Round]], mode: str, baseline: str, what: str = "seconds") -> list[float]:
-    return [getattr(a, what) / getattr(b, what) for a, b in zip(rounds[mode], rounds[baseline])]
+    return [getattr(a, what) / getattr(b, what) for a, b in zip(rounds[mode], rounds[baseline], strict=True)]
 
 
 def _spread(ratios: list[float]) -> float:

@@ -70,7 +70,8 @@ def main() -> None:
             w.close()
     n = len(rounds["unsplit"])
     devices = ", ".join(f"{p} on {d}" for p, d in setup.devices.items()) or "cpu"
-    print(f"# {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, "
           f"{devices}; CT slice 1x{s}x{s}, batch {batch}, cut 32x{s // 4}x{s // 4} ({cut * 4 / 1e6:.2f} MB per "
           f"patient); {n} rounds of {args.steps} steps per mode after a warm-up round, "
           f"{time.perf_counter() - t0:.0f} s; load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, get_args
+from typing import Any, get_args
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..align.fingerprint import check_fingerprints
-from ..errors import ConfigError, DataError, ProtocolError
+from ..errors import DataError, ProtocolError
 from ..plan.plan import Action, Op, Plan, edge_name, merge_inputs
 from ..topology.defenses import distance_correlation
 from ..wire import Kind, Message, Wire
 from .metrics import task_loss, task_metrics
-from .units import FINGERPRINT_KEY, Batch, Unit, flat_state, load_batch, load_flat_state, split_batch
+from .units import FINGERPRINT_KEY, Batch, Unit, flat_state, load_batch, load_flat_state, party_device, split_batch
 
-__all__ = ["PartyRunner", "Unit", "OptimizerFactory", "default_optimizer", "load_batch", "FINGERPRINT_KEY", "flat_state",
-           "load_flat_state", "party_device"]
+__all__ = ["PartyRunner", "Unit", "OptimizerFactory", "default_optimizer", "load_batch", "FINGERPRINT_KEY",
+           "flat_state", "load_flat_state", "party_device"]
 
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -60,21 +61,6 @@ _HANDLERS = {a: f"_{a}" for a in get_args(Action)}  # looked up per op, so a tes
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-
-def party_device(plan: Plan, party: str) -> torch.device:
-    """The device a party computes on; one that is not available here is refused with the fix."""
-    name = plan.parties[party].device
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"party '{party}' names device '{name}', which torch does not know",
-                          hint="use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"party '{party}' is to compute on {name}, but this machine has no CUDA device that "
-                          "torch can use", hint=f"run '{party}' on a machine with a GPU (and a CUDA build of "
-                                                "torch), or set its device to cpu")
-    return device
 
 
 class PartyRunner:

@@ -19,8 +19,8 @@ from ..transport import Transport, in_process_transport
 from ..wire import Meter, Wire
 from .loop import EpochLoop, LoopHooks, Position
 from .party import OptimizerFactory, PartyRunner, default_optimizer
-from .units import Unit, load_batch
 from .report import EpochRecord, merge_reports, party_report, summarize
+from .units import Unit, load_batch
 
 __all__ = ["SplitTrainer", "EXECUTORS"]
 

@@ -1,23 +1,26 @@
 """What a party needs to run a unit: its batch, the micro-batches of a pipelined step, replica weights as one
-vector, and the executor that runs one party's units in its own process (nodes and benchmarks)."""
+vector, its device, and the executor that runs one party's units in its own process (nodes and benchmarks)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..align.fingerprint import batch_fingerprint
 from ..data import SiteData
+from ..errors import ConfigError
+from ..plan.plan import Plan
 from ..plan.schedule import UnitSpec
 
 if TYPE_CHECKING:
     from .party import PartyRunner
 
 __all__ = ["Unit", "Batch", "FINGERPRINT_KEY", "load_batch", "split_batch", "flat_state", "load_flat_state",
-           "party_executor"]
+           "party_device", "party_executor"]
 
 FINGERPRINT_KEY = "_fingerprint"  # batch entry holding the keyed hash of the batch's row IDs (uint8, 32)
 
@@ -53,7 +56,7 @@ def split_batch(batch: Batch, parts: int) -> list[Batch]:
     out: list[Batch] = [{} for _ in range(parts)]
     for key, value in batch.items():
         chunks = [value] * parts if key == FINGERPRINT_KEY else value.tensor_split(parts)
-        for micro, chunk in zip(out, chunks):
+        for micro, chunk in zip(out, chunks, strict=True):
             micro[key] = chunk
     return out
 
@@ -72,6 +75,21 @@ def load_flat_state(module: nn.Module, vector: torch.Tensor) -> None:
                 n = t.numel()
                 t.copy_(vector[offset:offset + n].view_as(t))
                 offset += n
+
+
+def party_device(plan: Plan, party: str) -> torch.device:
+    """The device a party computes on; one that is not available here is refused with the fix."""
+    name = plan.parties[party].device
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"party '{party}' names device '{name}', which torch does not know",
+                          hint="use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"party '{party}' is to compute on {name}, but this machine has no CUDA device that "
+                          "torch can use", hint=f"run '{party}' on a machine with a GPU (and a CUDA build of "
+                                                "torch), or set its device to cpu")
+    return device
 
 
 def party_executor(runner: PartyRunner, data: SiteData | None, fingerprint_key: bytes | None = None

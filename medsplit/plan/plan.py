@@ -7,8 +7,9 @@ right before its ``recv``, so messages between any two parties are sent in the o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 
@@ -263,12 +264,10 @@ class Plan:
                  micro_batches: int = 1) -> tuple[Op, ...]:
         """The ops of one step in which ``active_sites`` take part (cached: a step's shape never changes).
 
-        With ``micro_batches`` > 1 (training only) the step is pipelined: every micro-batch's forward ops,
-        then every micro-batch's backward ops, then one update per party. Each party runs its own ops in that
-        order, so a site forwards micro-batch i + 1 while micro-batch i crosses and the server computes on
-        it, and gradients accumulate to one update: the plain step's parameters wherever a sample's loss does
-        not depend on the other samples of its batch (no batch norm, no batch-level defense).
-        """
+        ``micro_batches`` > 1 (training) pipelines the step: forwards of every micro-batch, then backwards, then
+        one update per party; a site forwards micro-batch i + 1 while i crosses and the server computes on it.
+        Gradients accumulate, so parameters are the plain step's where a sample's loss does not depend on the
+        other samples of its batch (no batch norm, no batch-level defense)."""
         key = (frozenset(active_sites), phase, micro_batches if phase == "train" else 1)
         if key not in self._ops_cache:
             ops = self._step_ops(key[0], phase)

@@ -7,8 +7,8 @@ rows turns indices into a batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
 
 from ..data import batch_order
 from ..errors import TopologyError

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine.loop import EpochLoop, LoopHooks, Position
-from ..engine.units import party_executor
 from ..engine.report import EpochRecord, PartyReport, format_epoch, merge_reports, party_report
+from ..engine.units import party_executor
 from ..errors import ProtocolError
 from ..plan.schedule import Schedule
 from .handshake import Start
@@ -97,7 +97,7 @@ def _execute(node: Node) -> Any:
 def _schedule(node: Node, rows: Mapping[str, Sequence[int]]) -> Schedule:
     tr = node.exp.training
     return Schedule(node.plan, {s: (int(r[0]), int(r[1])) for s, r in rows.items()}, tr.batch_size, node.exp.seed,
-                    sites=[s for s in node.topology.sites if s in node.active])
+                    sites=[s for s in node.topology.sites if s in node.active], micro_batches=tr.micro_batches)
 
 
 def _load_own(node: Node, start: Start) -> None:

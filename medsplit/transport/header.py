@@ -260,7 +260,8 @@ def decode(tensor: torch.Tensor, names: NameTable, *, peer: str, max_bytes: int 
     decoded = header.numel * _itemsize(header.dtype)
     if max(header.nbytes, decoded) > max_bytes:
         raise bad("shape", f"{header.shape} of {header.dtype} is {decoded} bytes (payload {header.nbytes}), over "
-                           f"the {max_bytes}-byte limit", "raise max_bytes at the receiver if such tensors are expected")
+                           f"the {max_bytes}-byte limit",
+                  "raise max_bytes at the receiver if such tensors are expected")
     if op == BYE and (header.dtype != torch.uint8 or ndim != 1 or header.nbytes > MAX_REASON_BYTES):
         raise bad("goodbye", f"payload {header.dtype} {header.shape}, expected uint8 text up to "
                              f"{MAX_REASON_BYTES} bytes")

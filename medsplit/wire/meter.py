@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .message import Message
@@ -88,6 +89,15 @@ class Meter:
                 if phase is None or ph == phase:
                     out[dst]["received"] += tally.bytes
         return {party: dict(v) for party, v in sorted(out.items())}
+
+    def bytes_by_kind(self, phase: str | None = None) -> dict[str, int]:
+        """{kind: bytes sent} over every transfer (or those of one ``phase``)."""
+        out: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for (_src, _dst, _edge, kind, ph), tally in self._sent.items():
+                if phase is None or ph == phase:
+                    out[kind] += tally.bytes
+        return dict(out)
 
     def bytes_by_party_kind(self) -> dict[str, dict[str, dict[str, int]]]:
         """{party: {"sent"|"received": {kind: bytes}}}, for charts of traffic by kind over time."""

@@ -26,7 +26,8 @@ while (b := c.recv(1 << 20)):
     n += len(b)
 print(n, peer[0], flush=True)
 """
-CLIENT = "import socket, sys; s = socket.create_connection((sys.argv[1], 5001), timeout=10); s.sendall(b'x' * int(sys.argv[2]))"
+CLIENT = ("import socket, sys; s = socket.create_connection((sys.argv[1], 5001), timeout=10); "
+          "s.sendall(b'x' * int(sys.argv[2]))")
 
 
 def _ours() -> list[str]:
@@ -38,7 +39,8 @@ def _send(lab: Lab, src: str, dst: str, nbytes: int) -> tuple[int, str, float]:
     server = lab.popen(dst, [sys.executable, "-c", SERVER, lab.address(dst)], stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None and server.stdout.readline().strip() == "listening"
     t0 = time.monotonic()
-    subprocess.run([*lab.prefix(src), sys.executable, "-c", CLIENT, lab.address(dst), str(nbytes)], check=True, timeout=60)
+    subprocess.run([*lab.prefix(src), sys.executable, "-c", CLIENT, lab.address(dst), str(nbytes)], check=True,
+                   timeout=60)
     got, peer = server.stdout.readline().split()
     return int(got), peer, time.monotonic() - t0
 

@@ -7,8 +7,19 @@ import dataclasses
 import pytest
 import torch
 
-from medsplit import (ConfigError, Kind, Message, MockTransport, PresetConfig, PrivacyError, ProtocolError,
-                      SplitTrainer, TopologyError, build_preset, preset_data)
+from medsplit import (
+    ConfigError,
+    Kind,
+    Message,
+    MockTransport,
+    PresetConfig,
+    PrivacyError,
+    ProtocolError,
+    SplitTrainer,
+    TopologyError,
+    build_preset,
+    preset_data,
+)
 from medsplit.plan import compile_topology
 from medsplit.transport import LocalTransport
 from medsplit.transport.header import HEADER_LEN, MAX_NDIM, Header, NameTable, decode, encode, encode_message
@@ -202,7 +213,8 @@ def test_a_nan_hidden_in_a_payload_is_refused():
     x = torch.randn(2, 3, 4)
     payload = codec_chain("fp16").encode(x)
     payload[0:2] = torch.tensor([float("nan")], dtype=torch.float16).view(torch.uint8)
-    msg = Message(0, "a->b", Kind.ACTIVATION, "site", "server", payload, packed=Packed("fp16", (2, 3, 4), torch.float32))
+    msg = Message(0, "a->b", Kind.ACTIVATION, "site", "server", payload,
+                  packed=Packed("fp16", (2, 3, 4), torch.float32))
     with pytest.raises(ProtocolError, match="holds NaN or Inf"):
         _deliver(msg, codecs={"*": ["fp16"]})
 

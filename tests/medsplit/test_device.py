@@ -21,7 +21,8 @@ def _vanilla(server_device: str = "cpu", site_device: str = "cpu") -> tuple[Topo
     x, y = torch.randn(64, 12, generator=g), (torch.rand(64, generator=g) > 0.5).float()
     topo = Topology("v", [Party("site", data={"x": (12,)}, labels=("y",), device=site_device),
                           Party("server", "server", device=server_device)],
-                    [Segment("site.enc", "site", site, ("data:x",)), Segment("server.rest", "server", server, ("site.enc",))],
+                    [Segment("site.enc", "site", site, ("data:x",)),
+                     Segment("server.rest", "server", server, ("site.enc",))],
                     [Task("t", "server.rest", "y", share_labels=True)])
     data = {"site": SiteData(TensorTable({"x": x, "y": y}), TensorTable({"x": x[:16], "y": y[:16]}))}
     return topo, data, full
@@ -48,6 +49,6 @@ def test_a_server_on_the_gpu_trains_as_on_the_cpu(transport):
         assert next(full[2].parameters()).device.type == device and next(full[0].parameters()).device.type == "cpu"
         results.append((copy.deepcopy(full).cpu(), trainer.history[-1].metrics["t"]["val_loss"]))
     (cpu_model, cpu_loss), (gpu_model, gpu_loss) = results
-    for p, q in zip(cpu_model.parameters(), gpu_model.parameters()):
+    for p, q in zip(cpu_model.parameters(), gpu_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     assert gpu_loss == pytest.approx(cpu_loss, abs=1e-4)

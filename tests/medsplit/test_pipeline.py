@@ -59,8 +59,8 @@ def vertical() -> tuple[Topology, dict, nn.Module]:
     parts = nn.ModuleDict({"img": nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.ReLU()), "ehr": mlp(5, (6,), 4),
                            "trunk": mlp(10, (), 8, final_activation=True), "dx": mlp(8, (), 1), "mort": mlp(8, (), 1)})
     cohort = _cohort()
-    topo = Topology("vu", [Party("imaging", data={"image": (1, 8, 8)}), Party("ehr", data={"ehr": (5,)}, labels=("y", "z")),
-                           Party("server", "server")],
+    topo = Topology("vu", [Party("imaging", data={"image": (1, 8, 8)}),
+                           Party("ehr", data={"ehr": (5,)}, labels=("y", "z")), Party("server", "server")],
                     [Segment("imaging.enc", "imaging", parts["img"], ("data:image",)),
                      Segment("ehr.enc", "ehr", parts["ehr"], ("data:ehr",)),
                      Segment("server.trunk", "server", parts["trunk"], ("imaging.enc", "ehr.enc")),
@@ -68,7 +68,8 @@ def vertical() -> tuple[Topology, dict, nn.Module]:
                      Segment("ehr.mort", "ehr", parts["mort"], ("server.trunk",))],
                     [Task("dx", "ehr.dx", "y"), Task("mort", "ehr.mort", "z", weight=0.5)])
     ids = [f"p{i}" for i in range(ROWS)]
-    data = {"imaging": SiteData(TensorTable({"image": cohort["image"]}, ids), TensorTable({"image": cohort["image"][:8]})),
+    data = {"imaging": SiteData(TensorTable({"image": cohort["image"]}, ids),
+                                TensorTable({"image": cohort["image"][:8]})),
             "ehr": SiteData(TensorTable({k: cohort[k] for k in ("ehr", "y", "z")}, ids),
                             TensorTable({k: cohort[k][:8] for k in ("ehr", "y", "z")}))}
     return topo, data, parts
@@ -78,8 +79,10 @@ def splitfed() -> tuple[Topology, dict, nn.Module]:
     full = _cnn()
     sites = ["h1", "h2"]
     encs = [Segment(f"{s}.enc", s, copy.deepcopy(split_sequential(full, [4])[0]), ("data:image",)) for s in sites]
-    server = Segment("server.rest", "server", split_sequential(full, [4])[1], tuple(e.name for e in encs), merge="route")
-    topo = Topology("sf", [Party(s, data={"image": (1, 8, 8)}, labels=("y",)) for s in sites] + [Party("server", "server")],
+    server = Segment("server.rest", "server", split_sequential(full, [4])[1], tuple(e.name for e in encs),
+                     merge="route")
+    topo = Topology("sf", [*(Party(s, data={"image": (1, 8, 8)}, labels=("y",)) for s in sites),
+                           Party("server", "server")],
                     encs + [server], [Task("t", "server.rest", "y", share_labels=True)], schedule="parallel",
                     replicas=[tuple(e.name for e in encs)], aggregator="server")
     return topo, {s: _site(_cohort(i + 1), ("image", "y")) for i, s in enumerate(sites)}, nn.ModuleList(
@@ -101,11 +104,11 @@ def test_pipelined_steps_give_the_plain_schedules_parameters(build):
     piped, _, piped_losses, trainer = _train(build, 3)
     assert trainer.schedule.micro_batches == 3
     moved = False
-    for (name, p), q, p0 in zip(piped.named_parameters(), plain.parameters(), initial.parameters()):
+    for (name, p), q, p0 in zip(piped.named_parameters(), plain.parameters(), initial.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=f"{name} differs")
         moved |= not torch.equal(q, p0)
     assert moved  # equal parameters that never trained would prove nothing
-    for a, b in zip(piped_losses, plain_losses):
+    for a, b in zip(piped_losses, plain_losses, strict=True):
         assert a.keys() == b.keys() and all(abs(a[t] - b[t]) < 1e-6 for t in a)
 
 
@@ -113,7 +116,7 @@ def test_pipelined_threads_equal_pipelined_lockstep_exactly():
     """Each party runs its ops in the same order whether the parties share a thread or not."""
     a, *_ = _train(vertical, 4, "sequential", epochs=1)
     b, *_ = _train(vertical, 4, "threaded", epochs=1)
-    for p, q in zip(a.parameters(), b.parameters()):
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
 
 
@@ -128,7 +131,7 @@ def test_micro_batches_with_batch_norm_run_but_normalise_per_micro_batch():
 
     plain, *_ = _train(bn, 1, epochs=1)
     piped, *_ = _train(bn, 2, epochs=1)
-    assert not all(torch.allclose(p, q, atol=1e-6) for p, q in zip(plain.parameters(), piped.parameters()))
+    assert not all(torch.allclose(p, q, atol=1e-6) for p, q in zip(plain.parameters(), piped.parameters(), strict=True))
 
 
 def test_a_pipelined_step_overlaps_a_sites_forwards_with_the_server():
