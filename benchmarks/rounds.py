@@ -2,12 +2,17 @@
 
 A machine whose speed drifts (other jobs, frequency, cache) slows whatever runs at that moment. Timing each
 mode in its own stretch turns that drift into differences between modes; timing every mode in every round,
-in an order reversed each round, and dividing by the baseline's time in the same round cancels it. The
-spread of a ratio is the interquartile range of its per-round values.
+in an order reversed each round, and dividing by the baseline's time in the same round cancels it, the more
+so the shorter a round. A ratio is the median of its per-round values; its *spread* is the half-width of the
+95% confidence interval of that median (distribution-free, from order statistics), which narrows as rounds
+accumulate; the interquartile range of the per-round values (how much single rounds scatter) is kept too.
+Other jobs only ever add time, so the ratio of each mode's fastest round to the baseline's fastest is given
+as well.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from typing import Protocol
@@ -35,8 +40,14 @@ def _ratios(rounds: dict[str, list[Round]], mode: str, baseline: str, what: str 
 
 
 def _spread(ratios: list[float]) -> float:
-    q1, _, q3 = quartiles(ratios)
-    return q3 - q1
+    """Half-width of the 95% confidence interval of the median of ``ratios`` (order statistics)."""
+    n = len(ratios)
+    if n < 2:
+        return math.inf
+    ordered = sorted(ratios)
+    k = 1.96 * math.sqrt(n) / 2
+    lo, hi = max(0, math.floor(n / 2 - k)), min(n - 1, math.ceil(n / 2 + k) - 1)
+    return (ordered[hi] - ordered[lo]) / 2
 
 
 def run_rounds(workers: dict[str, Worker], baseline: str, *, min_rounds: int, max_rounds: int, spread: float,
@@ -53,7 +64,8 @@ def run_rounds(workers: dict[str, Worker], baseline: str, *, min_rounds: int, ma
             rounds[m].append(workers[m].round())
         spreads = {m: _spread(_ratios(rounds, m, baseline)) for m in others}
         line = ", ".join(f"{m} {rounds[m][-1].seconds / rounds[baseline][-1].seconds:.3f}x" for m in others)
-        log(f"# round {r + 1}: {line}  (largest spread {max(spreads.values(), default=0):.3f})")
+        largest = max((v for v in spreads.values() if math.isfinite(v)), default=math.inf)
+        log(f"# round {r + 1}: {line}  (largest spread {largest:.3f})")
         if r + 1 >= min_rounds and all(s < spread for s in spreads.values()):
             break
     return rounds
@@ -77,11 +89,12 @@ def summarize(rounds: dict[str, list[Round]], workers: dict[str, Worker], baseli
                "rounds": len(rs), "round_seconds": [round(r.seconds, 4) for r in rs]}
         if mode != baseline:
             ratios = _ratios(rounds, mode, baseline)
+            cpu = _ratios(rounds, mode, baseline, "cpu")
             q1, med, q3 = quartiles(ratios)
-            cq1, cmed, cq3 = quartiles(_ratios(rounds, mode, baseline, "cpu"))
-            row.update({"ratio": med, "ratio_spread": q3 - q1, "ratio_q1": q1, "ratio_q3": q3,
+            row.update({"ratio": med, "ratio_spread": _spread(ratios), "ratio_q1": q1, "ratio_q3": q3,
                         "ratio_min": min(ratios), "ratio_max": max(ratios),
+                        "ratio_of_fastest": min(r.seconds for r in rs) / min(r.seconds for r in rounds[baseline]),
                         "rounds_to_spread": _rounds_to_spread(ratios, spread, min_rounds),
-                        "cpu_ratio": cmed, "cpu_ratio_spread": cq3 - cq1})
+                        "cpu_ratio": statistics.median(cpu), "cpu_ratio_spread": _spread(cpu)})
         out[mode] = row
     return out

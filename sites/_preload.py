@@ -2,8 +2,9 @@
 
 import gc
 
-import data_adapters.site_data  # noqa: F401 - a site's data pipeline (pandas, pydicom, MONAI transforms)
 import monai.networks.blocks  # noqa: F401 - the segments' building blocks
+
+import data_adapters.site_data  # noqa: F401 - a site's data pipeline (pandas, pydicom, MONAI transforms)
 import medsplit.runtime  # noqa: F401
 import sites.cli  # noqa: F401
 import sites.nodes  # noqa: F401

@@ -58,7 +58,8 @@ class ForkedProcess:
     def __init__(self, argv: Sequence[str], log: Path, env: Mapping[str, str]) -> None:
         self._proc = _context().Process(target=_node, args=(list(argv), str(log), dict(env)), daemon=False)
         self._proc.start()
-        self.pid = self._proc.pid
+        assert self._proc.pid is not None  # set by start()
+        self.pid: int = self._proc.pid
 
     @property
     def returncode(self) -> int | None:

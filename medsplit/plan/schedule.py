@@ -65,8 +65,8 @@ class Schedule:
         return UnitSpec(self.step, phase, tuple(ops), dict(rows or {}))
 
     def _train(self, sites: list[str], rows: Mapping[str, list[int]]) -> UnitSpec:
-        """A training step; pipelined over at most as many micro-batches as it has rows."""
-        m = min(self.micro_batches, len(next(iter(rows.values()))))
+        """A training step; pipelined over micro-batches of two rows or more (batch norm and dCor need two)."""
+        m = min(self.micro_batches, max(1, len(next(iter(rows.values()))) // 2))
         self.step += 1
         return UnitSpec(self.step, "train", self.plan.step_ops(sites, "train", m), dict(rows), m)
 

@@ -158,3 +158,12 @@ def test_micro_batches_are_messages_of_their_own():
     _, _, _, trainer = _train(vanilla, 2, epochs=1)
     micro = [r for r in trainer.meter.audit() if r["kind"] == "activation"]
     assert micro[0]["count"] == 2 * 6  # two per training step
+
+
+def test_a_micro_batch_has_two_rows_or_more():
+    """Batch norm and dCor need two rows: a short last batch is split less (or not at all)."""
+    from medsplit.plan import Schedule
+
+    topo, _, _ = vanilla()
+    schedule = Schedule(compile_topology(topo), {"site": (19, 2)}, 8, 0, shuffle=False, micro_batches=4)
+    assert [u.micro_batches for (u,) in schedule.train_epoch(0)] == [4, 4, 1]  # rows 8, 8, 3
