@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue a stopped run in --run-dir from its checkpoints (the last epoch end every party "
                           "saved, in-process; each party's, as processes) instead of starting afresh")
+    run.add_argument("--share-imports", action="store_true",
+                     help="gloo/rpc: fork every party from one process that imported torch once, so that many "
+                          "sites on one machine share those pages (about half the memory per site process)")
     run.set_defaults(func=_run)
 
     server = sub.add_parser("server", help="run the server of an experiment (or a relay party)",
@@ -397,7 +400,8 @@ def _run(args: argparse.Namespace) -> int:
             summary = run_in_process(exp, transport=args.transport, run_dir=run_dir, executor=args.executor,
                                      progress=not args.quiet and sys.stderr.isatty(), resume=args.resume)
         else:
-            summary = run_processes(exp.path, transport=args.transport, run_dir=run_dir, fresh=not args.resume)
+            summary = run_processes(exp.path, transport=args.transport, run_dir=run_dir, fresh=not args.resume,
+                                    share_imports=args.share_imports)
     except MedsplitError as exc:
         if args.json:
             write_json({"experiment": str(exp.path), "transport": args.transport, "status": "failed",

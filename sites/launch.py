@@ -20,6 +20,7 @@ from medsplit.errors import ConfigError, RunError
 from medsplit.plan import compile_topology
 from medsplit.runtime import host_party
 
+from .forked import ForkedProcess
 from .nodes import secret_env_name
 from .provision import provision_experiment
 from .run import print_totals
@@ -39,14 +40,16 @@ def free_port() -> int:
 
 def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: str | Path | None = None,
                   out: TextIO | None = None, timeout: float = 3600.0, fresh: bool = True,
-                  predict_out: str | Path | None = None) -> dict[str, Any]:
+                  predict_out: str | Path | None = None, share_imports: bool = False) -> dict[str, Any]:
     """Start the server and every other party as child processes on 127.0.0.1 and follow the server's log.
 
     Each party gets an identity provisioned for this run (RUN_DIR/identities, made anew each time) and a
     random secret (in its environment), its own run directory and log file; the call returns the server's
     summary, or raises with the failing party's last log lines.
     With ``predict_out`` the parties predict from their checkpoints in ``run_dir`` instead of training;
-    each site that owns a task's labels writes its predictions to ``predict_out/<site>``.
+    each site that owns a task's labels writes its predictions to ``predict_out/<site>``. With
+    ``share_imports`` every party is forked from one process that imported torch and medsplit once, so that
+    they share those pages (many sites on one machine: ``sites/forked.py``).
     """
     out = out or sys.stdout
     exp = load_experiment(experiment)
@@ -100,13 +103,16 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
                                      "--transport", transport, "--identity", str(identities / party)] + predict
         if fresh and predict_out is None:
             commands[party].append("--fresh")
-    procs: dict[str, subprocess.Popen] = {}
+    procs: dict[str, subprocess.Popen[bytes] | ForkedProcess] = {}
     files = {}
     try:
         for party, cmd in commands.items():
-            files[party] = open(logs / f"{party}.log", "w")  # noqa: SIM115 - closed in finally
-            procs[party] = subprocess.Popen(cmd, stdout=files[party], stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            if share_imports:
+                procs[party] = ForkedProcess(cmd[len(cli):], logs / f"{party}.log", env)
+            else:
+                files[party] = open(logs / f"{party}.log", "w")  # noqa: SIM115 - closed in finally
+                procs[party] = subprocess.Popen(cmd, stdout=files[party], stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True)
             if party == host:
                 time.sleep(0.5)  # the host opens the rendezvous store first
         print(f"started {len(procs)} processes on 127.0.0.1:{port} ({transport}); logs in {logs}", file=out)
@@ -132,7 +138,8 @@ def run_processes(experiment: str | Path, *, transport: str = "gloo", run_dir: s
     return summary
 
 
-def _follow(procs: dict[str, subprocess.Popen], host: str, log: Path, out: TextIO, timeout: float) -> None:
+def _follow(procs: dict[str, subprocess.Popen[bytes] | ForkedProcess], host: str, log: Path, out: TextIO,
+            timeout: float) -> None:
     """Echo the server's log lines while it runs; stop early if any party dies with an error."""
     deadline = time.monotonic() + timeout
     pos = 0

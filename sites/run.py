@@ -156,7 +156,7 @@ def run_in_process(exp: Experiment, *, transport: str = "local", run_dir: str | 
     lr = exp.training.lr
     trainer = SplitTrainer(topology, data, transport=transport, optimizer=lambda params: torch.optim.Adam(params, lr=lr),
                            batch_size=exp.training.batch_size, seed=exp.seed, executor=executor,  # type: ignore[arg-type]
-                           timeout=exp.training.timeout, meter=meter)
+                           timeout=exp.training.timeout, meter=meter, micro_batches=exp.training.micro_batches)
     info = {"name": exp.name, "preset": exp.topology.preset, "transport": transport, "seed": exp.seed,
             "nopeek": exp.topology.nopeek, "executor": executor, "experiment": str(exp.path)}
     checkpoint = None

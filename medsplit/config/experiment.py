@@ -7,8 +7,11 @@ relative to the experiment file. Every key is read by something; an unknown or u
     seed: 0
     topology: {preset: vertical, ushaped: false, merge: concat, nopeek: 0.0}   # only knobs the preset reads
     # or topology: {factory: mystudy.topologies:build, ...knobs}: a topology built by the study's own code
-    training: {epochs: 5, batch_size: 32, lr: 0.001, checkpoint_every: 20, timeout: 120, rejoin_timeout: 600}
-    server: {host: 127.0.0.1, port: 29500, run_dir: runs/NAME}
+    # codecs encode cut tensors on the wire, per edge or "*" (fp16, bf16, int8, topk:F; e.g. [topk:0.1, int8])
+    # topology: {preset: vanilla, codecs: {"*": [int8]}}
+    training: {epochs: 5, batch_size: 32, lr: 0.001, checkpoint_every: 20, timeout: 120, rejoin_timeout: 600,
+               micro_batches: 1}             # micro_batches > 1 pipelines each step over the parties
+    server: {host: 127.0.0.1, port: 29500, run_dir: runs/NAME, device: cpu}   # servers' and relays' device
     tasks:                                # optional: one binary task per label the preset uses, by default
       diagnosis: {kind: binary}           # binary | multiclass (classes: N) | regression (outputs: N)
       grade: {label: tumour_grade, kind: multiclass, classes: 3, head: {hidden: [16]}}
@@ -22,6 +25,7 @@ relative to the experiment file. Every key is read by something; an unknown or u
         labels: []
         defenses: [{name: noise, strength: 1.0}]    # optional: clip, noise, nopeek; max_norm, marvell
         secret_env: MEDSPLIT_SECRET_SITE_1    # or secret_file: PATH; and/or public_key: PATH (Ed25519)
+        device: cpu                           # or cuda, cuda:N: where this site's segments compute
 
 What a preset needs comes from the preset registry (``medsplit.topology.presets.PRESETS``): how many sites it
 takes and which knobs it reads. Without ``topology.preset`` one site means vanilla, sites that hold the same
@@ -37,6 +41,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +105,10 @@ class Experiment(StrictModel):
             spec["tasks"] = [t.model_dump() for t in self.tasks]
         if not spec["topology"].get("factory"):
             spec["topology"].pop("factory", None)
+        if not spec["topology"].get("codecs"):
+            spec["topology"].pop("codecs", None)
+        if spec["training"].get("micro_batches") == 1:
+            spec["training"].pop("micro_batches")
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _default_tasks(self) -> tuple[TaskEntry, ...]:
@@ -136,12 +145,12 @@ class Experiment(StrictModel):
                     raise ConfigError(f"topology.factory '{self.topology.factory}' returned "
                                       f"{type(built).__name__}, not a medsplit Topology",
                                       hint="the factory takes (study, knobs) and returns a Topology")
-                return self._defended(built)
-            return self._defended(build_preset(self.topology.preset, self.preset_config(), self.study()))
+            else:
+                built = build_preset(self.topology.preset, self.preset_config(), self.study())
+            return self._placed(self._defended(built))
         except MedsplitError as exc:
             where = f"{self.path}: " if self.path else ""
             raise type(exc)(f"{where}{exc.message}", hint=exc.hint) from None
-
 
     def _defended(self, topology: Topology) -> Topology:
         """Each site's ``defenses:`` where they act (``medsplit.topology.defend``)."""
@@ -151,6 +160,15 @@ class Experiment(StrictModel):
                     topology = defend(topology, {site.party: [make_defense(n, v) for n, v in site.defenses]})
                 except ConfigError as exc:
                     raise ConfigError(f"site '{site.name}' defenses: {exc.message}", hint=exc.hint) from None
+        return topology
+
+    def _placed(self, topology: Topology) -> Topology:
+        """The topology with this experiment's codecs and each party's device (sites: their own ``device``;
+        servers and relays: the server's)."""
+        devices = {s.party: s.device for s in self.sites}
+        topology.parties = [replace(p, device=devices.get(p.name, self.server.device)) for p in topology.parties]
+        if self.topology.codecs:
+            topology.codecs = dict(self.topology.codecs)
         return topology
 
 
@@ -262,10 +280,11 @@ def parse_experiment(data: Mapping[str, Any], path: str | os.PathLike[str] | Non
                             encoders={k: m.encoder.spec() for k, m in s.modalities.items() if m.encoder},
                             labels=s.labels, defenses=tuple((d.name, d.strength) for d in s.defenses),
                             secret_env=s.secret_env, secret_file=_resolve(base, s.secret_file),
-                            public_key=_resolve(base, s.public_key))
+                            public_key=_resolve(base, s.public_key), device=s.device)
                   for s, party in zip(doc.sites, parties, strict=True))
     server = ServerConfig(host=doc.server.host, port=doc.server.port,
-                          run_dir=base / (doc.server.run_dir or Path("runs") / doc.experiment))
+                          run_dir=base / (doc.server.run_dir or Path("runs") / doc.experiment),
+                          device=doc.server.device)
     return Experiment(name=doc.experiment, seed=doc.seed, topology=topo, training=doc.training, server=server,
                       sites=sites, tasks=_tasks(doc, topo.preset, path), path=path, raw=data)
 

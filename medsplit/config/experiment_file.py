@@ -16,7 +16,7 @@ from ..topology.defenses import DEFENSES, LABEL_DEFENSES
 from ..topology.encoders import ENCODERS, OPTIONS, EncoderSpec
 from ..topology.study import TASK_KINDS
 from .loader import StrictModel, one_of, problem
-from .sections import PositiveInt, Text, TrainingConfig
+from .sections import Device, PositiveInt, Text, TrainingConfig
 
 __all__ = ["EncoderFile", "ModalityFile", "TaskFile", "SiteFile", "ServerFile", "ExperimentFile"]
 
@@ -125,6 +125,7 @@ class SiteFile(StrictModel):
     secret_env: Text | None = None
     secret_file: Text | None = None
     public_key: Text | None = None
+    device: Device = "cpu"
 
     @model_validator(mode="after")
     def _one_secret(self) -> SiteFile:
@@ -137,6 +138,7 @@ class ServerFile(StrictModel):
     host: Text = "127.0.0.1"
     port: Annotated[StrictInt, Field(ge=0, le=65535)] = 29500
     run_dir: Text | None = None
+    device: Device = "cpu"
 
 
 class ExperimentFile(StrictModel):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 from pydantic import (
     AfterValidator,
     Field,
@@ -22,12 +23,22 @@ from ..suggest import did_you_mean
 from ..topology.encoders import EncoderSpec
 from ..topology.presets import KNOBS, MERGE_KNOB, PRESETS, PresetConfig
 from ..topology.study import TaskSpec
+from ..wire.codecs import codec_chain
 from .loader import StrictModel, one_of, problem
 
 __all__ = ["TopologyConfig", "TrainingConfig", "ServerConfig", "SiteEntry", "TaskEntry", "PositiveInt", "Text",
-           "Seconds"]
+           "Seconds", "Device"]
+
+def _device(value: str) -> str:
+    try:
+        torch.device(value)
+    except RuntimeError:
+        raise problem(f"'{value}' is not a device", "write cpu, cuda or cuda:N") from None
+    return value
+
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
+Device = Annotated[StrictStr, AfterValidator(_device)]
 Text = Annotated[StrictStr, Field(min_length=1)]
 Seconds = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
 _PRESET = PresetConfig()  # the knobs' defaults are the presets' own
@@ -47,6 +58,10 @@ class TopologyConfig(StrictModel):
     cut_features: PositiveInt = _PRESET.cut_features
     hidden: PositiveInt = _PRESET.hidden
     channels: Annotated[tuple[PositiveInt, ...], Field(min_length=1, examples=[[8, 16]])] = _PRESET.channels
+    #: cut tensors encoded on the wire, per edge ("*": every cut edge): a chain for both directions, or one per
+    #: kind (``medsplit.wire.codecs``); edge names are checked against the built topology
+    codecs: dict[StrictStr, list[StrictStr] | dict[StrictStr, list[StrictStr]]] = Field(
+        {}, examples=[{"*": ["int8"]}, {"*": ["topk:0.1", "int8"]}])
 
     @field_validator("preset")
     @classmethod
@@ -64,6 +79,19 @@ class TopologyConfig(StrictModel):
             module, sep, attr = value.partition(":")
             if not sep or not module or not attr:
                 raise problem(f"'{value}' is not package.module:function", "write e.g. mystudy.topologies:build")
+        return value
+
+    @field_validator("codecs")
+    @classmethod
+    def _codec_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for edge, chain in value.items():
+            for kind, names in (chain.items() if isinstance(chain, dict) else [("", chain)]):
+                if kind and kind not in ("activation", "gradient"):
+                    raise problem(f"codecs for '{edge}' name '{kind}'", "give a chain for activation and/or gradient")
+                try:
+                    codec_chain(names)
+                except ConfigError as exc:
+                    raise problem(f"codecs for '{edge}': {exc.message}", exc.hint or "") from None
         return value
 
     @field_validator(*KNOBS)
@@ -86,6 +114,8 @@ class TrainingConfig(StrictModel):
     checkpoint_every: PositiveInt = 20
     timeout: Seconds = 120.0
     rejoin_timeout: Seconds = 600.0
+    #: > 1 pipelines each step over this many micro-batches (``Plan.step_ops``)
+    micro_batches: PositiveInt = 1
 
 
 class ServerConfig(StrictModel):
@@ -94,6 +124,7 @@ class ServerConfig(StrictModel):
     host: str
     port: int
     run_dir: Path
+    device: str = "cpu"  # where the server and relay parties compute
 
 
 class SiteEntry(StrictModel):
@@ -110,6 +141,7 @@ class SiteEntry(StrictModel):
     secret_env: str | None = None
     secret_file: Path | None = None
     public_key: Path | None = None
+    device: str = "cpu"  # where this site's segments compute; not part of the digest (a site's own choice)
 
     def secret(self) -> bytes | None:
         """The shared secret, from the environment variable or the file named in the experiment."""

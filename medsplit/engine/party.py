@@ -8,31 +8,27 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, get_args
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..align.fingerprint import check_fingerprints
-from ..align.fingerprint import batch_fingerprint
-from ..data import SiteData
 from ..errors import DataError, ProtocolError
-from ..plan.plan import Op, Plan, edge_name, merge_inputs
-from ..plan.schedule import UnitSpec
+from ..plan.plan import Action, Op, Plan, edge_name, merge_inputs
 from ..topology.defenses import distance_correlation
 from ..wire import Kind, Message, Wire
 from .metrics import task_loss, task_metrics
+from .units import FINGERPRINT_KEY, Batch, Unit, flat_state, load_batch, load_flat_state, party_device, split_batch
 
-__all__ = ["PartyRunner", "Unit", "OptimizerFactory", "default_optimizer", "load_batch", "FINGERPRINT_KEY", "flat_state",
-           "load_flat_state"]
+__all__ = ["PartyRunner", "Unit", "OptimizerFactory", "default_optimizer", "load_batch", "FINGERPRINT_KEY",
+           "flat_state", "load_flat_state", "party_device"]
 
-
-FINGERPRINT_KEY = "_fingerprint"  # batch entry holding the keyed hash of the batch's row IDs (uint8, 32)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-Batch = dict[str, torch.Tensor]
 
 
 def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -40,31 +36,11 @@ def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
 
 
 @dataclass
-class Unit:
-    """A scheduled unit with the batches, loaded in this process, of the sites that take part here."""
-
-    spec: UnitSpec
-    batches: dict[str, Batch] = field(default_factory=dict)
-
-
-def load_batch(data: SiteData, step: int, phase: str, rows: Sequence[int], fingerprint_key: bytes | None = None
-               ) -> Batch:
-    """A site's batch for unit ``step``: training rows (augmented, drawn from the step's seed) for ``train``,
-    validation rows otherwise. With ``fingerprint_key`` (vertical sites) it also carries the keyed hash of
-    its row IDs.
-    """
-    train = phase == "train"
-    source = data.train if train else data.val
-    batch = source.batch(rows, seed=step) if train else source.batch(rows)
-    if fingerprint_key is not None:
-        digest = bytes.fromhex(batch_fingerprint(source.row_ids(rows), fingerprint_key))
-        batch[FINGERPRINT_KEY] = torch.frombuffer(bytearray(digest), dtype=torch.uint8)
-    return batch
-
-
-@dataclass
 class _StepState:
-    """Everything one step leaves at a party; dropped when the party updates, so steps never mix."""
+    """Everything one step leaves at a party; dropped when the party updates, so steps never mix.
+
+    A pipelined step keeps one per micro-batch: micro-batch 0's holds those of 1, 2, ... in ``micros``.
+    """
 
     batch: Batch = field(default_factory=dict)
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -76,26 +52,15 @@ class _StepState:
     losses: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
     rows: int | None = None
+    batch_rows: int = 0  # a pipelined step's rows (a micro-batch's loss counts for its share of them); else 0
+    micros: list[_StepState] = field(default_factory=list)
+
+
+_HANDLERS = {a: f"_{a}" for a in get_args(Action)}  # looked up per op, so a test can still spy on one
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-
-def flat_state(module: nn.Module) -> torch.Tensor:
-    """All floating parameters and buffers of a module as one vector (what travels between replicas)."""
-    parts = [t.detach().reshape(-1) for t in module.state_dict().values() if t.is_floating_point()]
-    return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def load_flat_state(module: nn.Module, vector: torch.Tensor) -> None:
-    offset = 0
-    with torch.no_grad():
-        for t in module.state_dict().values():
-            if t.is_floating_point():
-                n = t.numel()
-                t.copy_(vector[offset:offset + n].view_as(t))
-                offset += n
 
 
 class PartyRunner:
@@ -105,8 +70,12 @@ class PartyRunner:
         self.name = name
         self.plan = plan
         self.wire = wire
+        self.device = party_device(plan, name)
         self.segments = {s.name: s for s in plan.topology.segments if s.party == name}
         self.modules = {n: s.module for n, s in self.segments.items() if s.module is not None}
+        if self.device.type != "cpu":
+            for module in self.modules.values():
+                module.to(self.device)
         params = [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
         self.optimizer = optimizer(params) if params else None
         self.replicas = {i: next((s for s in g if s in self.segments), None)
@@ -135,7 +104,7 @@ class PartyRunner:
         advances each party's iterator in the order of the global op list instead.
         """
         spec = unit.spec
-        self._begin(spec.step, spec.phase, unit.batches.get(self.name))
+        self._begin(spec.step, spec.phase, unit.batches.get(self.name), spec.micro_batches, spec.batch_rows)
         try:
             for op in spec.ops:
                 if op.party == self.name:
@@ -148,10 +117,25 @@ class PartyRunner:
         for _ in self.unit_ops(unit):
             pass
 
-    def _begin(self, step: int, phase: str, batch: Batch | None) -> None:
+    def _begin(self, step: int, phase: str, batch: Batch | None, micro_batches: int = 1, batch_rows: int = 0) -> None:
+        train = phase == "train"
         for module in self.modules.values():
-            module.train(phase == "train")
-        self._state[step] = _StepState(batch=batch or {})
+            if module.training != train:  # a recursive walk of the module tree, only when the mode changes
+                module.train(train)
+        batch = batch or {}
+        if self.device.type != "cpu":
+            batch = {k: v if k == FINGERPRINT_KEY else v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if micro_batches == 1:
+            self._state[step] = _StepState(batch=batch)
+            return
+        parts = split_batch(batch, micro_batches) if batch else [{} for _ in range(micro_batches)]
+        first = _StepState(batch=parts[0], batch_rows=batch_rows)
+        first.micros = [_StepState(batch=b, batch_rows=batch_rows) for b in parts[1:]]
+        self._state[step] = first
+
+    def _st(self, step: int, micro: int) -> _StepState:
+        st = self._state[step]
+        return st.micros[micro - 1] if micro else st
 
     def _finish(self, step: int, phase: str) -> None:
         self._state.pop(step, None)
@@ -160,7 +144,7 @@ class PartyRunner:
             self._round_averaged = False
 
     def _run(self, op: Op, step: int, phase: str) -> None:
-        handler: Callable[[Op, int, str], None] = getattr(self, f"_{op.action}")
+        handler: Callable[[Op, int, str], None] = getattr(self, _HANDLERS[op.action])
         if self.flops_per_step is None and phase == "train" and op.action not in ("send", "recv"):
             # The party's first training step is measured; FLOPs per step do not change after it.
             with FlopCounterMode(display=False) as counter:
@@ -177,7 +161,7 @@ class PartyRunner:
     # --- ops ---------------------------------------------------------------------------------------
 
     def _forward(self, op: Op, step: int, phase: str) -> None:
-        st = self._state[step]
+        st = self._st(step, op.micro)
         seg = self.segments[op.target]
         train = phase == "train"
         xs: list[torch.Tensor] = []
@@ -200,7 +184,7 @@ class PartyRunner:
                 x.requires_grad_(True)
                 st.leaves[(seg.name, src)] = x
             xs.append(x)
-        self._check_rows(step, xs[0].shape[0], f"segment '{seg.name}'")
+        self._check_rows(st, step, xs[0].shape[0], f"segment '{seg.name}'")
         with torch.set_grad_enabled(train):
             out = self.modules[seg.name](merge_inputs(xs, seg.merge))
             for defense in seg.defenses:  # what leaves is the defended cut (noise, clipping), in every phase
@@ -213,7 +197,7 @@ class PartyRunner:
                 self.eval_dcor[seg.name].append(float(distance_correlation(_joined(raw), out.detach())))
 
     def _send(self, op: Op, step: int, phase: str) -> None:
-        st = self._state[step]
+        st = self._st(step, op.micro)
         tensor: torch.Tensor
         if op.kind is Kind.ACTIVATION:
             edge = self.plan.edges[op.target]
@@ -242,10 +226,10 @@ class PartyRunner:
             tensor = flat_state(self.modules[mine]) if mine else self._averaged[op.group]
             dst = flow_w.dst
         self.wire.send(Message(step, op.target, op.kind, self.name, dst, tensor,
-                               "sync" if op.kind is Kind.WEIGHTS else phase))
+                               "sync" if op.kind is Kind.WEIGHTS else phase, op.micro))
 
     def _recv(self, op: Op, step: int, phase: str) -> None:
-        st = self._state[step]
+        st = self._st(step, op.micro)
         if op.kind is Kind.WEIGHTS:
             flow = self.plan.weights_flows[op.target]
             vec = self.wire.recv(self.plan.expect(op, step, phase))
@@ -263,9 +247,11 @@ class PartyRunner:
         if op.kind is Kind.GRADIENT:
             exact = tuple(st.outputs[self.plan.edges[op.target].src].shape)
         tensor = self.wire.recv(self.plan.expect(op, step, phase, exact))
+        if self.device.type != "cpu" and op.kind is not Kind.PREDICTION:
+            tensor = tensor.to(self.device, non_blocking=True)
         if op.kind is Kind.ACTIVATION:
             edge = self.plan.edges[op.target]
-            self._check_rows(step, tensor.shape[0], f"edge '{edge.name}' from '{edge.src_party}'")
+            self._check_rows(st, step, tensor.shape[0], f"edge '{edge.name}' from '{edge.src_party}'")
             st.received[op.target] = tensor
             if phase == "train":
                 self.rows_seen[edge.src_party] += int(tensor.shape[0])
@@ -277,27 +263,30 @@ class PartyRunner:
             self.predictions[pred.task].append(tensor)
         else:
             label = self.plan.label_flows[op.target]
-            self._check_rows(step, tensor.shape[0], f"labels '{label.label}' from '{label.src}'")
+            self._check_rows(st, step, tensor.shape[0], f"labels '{label.label}' from '{label.src}'")
             st.batch[label.label] = tensor
 
     def _loss(self, op: Op, step: int, phase: str) -> None:
-        st = self._state[step]
+        st = self._st(step, op.micro)
         task = self.plan.tasks[op.target]
         pred = st.outputs[task.head]
         target = self._labels(st, task.label, step)
         if phase == "train":
             loss = task_loss(task.loss, pred, target)
-            st.losses[task.head].append(task.weight * loss)
+            # A micro-batch's mean loss counts for its share of the step's rows: the gradients sum to the plain
+            # step's (the mean over the whole batch).
+            share = pred.shape[0] / st.batch_rows if st.batch_rows else 1.0
+            st.losses[task.head].append(task.weight * share * loss)
             self.train_loss[task.name].append((float(loss.detach()), int(pred.shape[0])))
         else:
             preds, targets = self.eval_preds[task.name]
-            preds.append(pred.detach())
-            targets.append(target.detach())
+            preds.append(pred.detach().cpu())
+            targets.append(target.detach().cpu())
 
     def _predict(self, op: Op, step: int, phase: str) -> None:
         """The head's outputs as probabilities (bce, ce) or values (mse), kept here or sent to the labels' site."""
         task = self.plan.tasks[op.target]
-        out = self._state[step].outputs[task.head].detach()
+        out = self._state[step].outputs[task.head].detach().cpu()
         prob = torch.sigmoid(out.reshape(-1)) if task.loss == "bce" else out.softmax(1) if task.loss == "ce" else out
         if self.name in self.plan.label_owners(task.label):
             self.predictions[task.name].append(prob)
@@ -305,7 +294,7 @@ class PartyRunner:
             self._state[step].predictions[task.name] = prob.contiguous()
 
     def _backward(self, op: Op, step: int, phase: str) -> None:
-        st = self._state[step]
+        st = self._st(step, op.micro)
         seg = self.segments[op.target]
         out = st.outputs[seg.name]
         grad = st.out_grads.get(seg.name)
@@ -322,10 +311,11 @@ class PartyRunner:
             roots.append(out)
             grads.append(grad)
         roots += st.losses.get(seg.name, [])
+        share = out.shape[0] / st.batch_rows if st.batch_rows else 1.0
         for defense in seg.defenses:
             term = defense.loss(raw, out) if raw is not None else None
-            if term is not None:
-                roots.append(term)
+            if term is not None:  # a micro-batch carries its share of the step's penalty
+                roots.append(share * term)
         grads += [None] * (len(roots) - len(grads))
         if roots and out.requires_grad:
             torch.autograd.backward(roots, grads)
@@ -388,8 +378,7 @@ class PartyRunner:
         labels = self._task_labels[segment]
         return st.batch.get(labels[0]) if len(labels) == 1 else None
 
-    def _check_rows(self, step: int, rows: int, what: str) -> None:
-        st = self._state[step]
+    def _check_rows(self, st: _StepState, step: int, rows: int, what: str) -> None:
         if st.rows is None:
             st.rows = rows
         elif st.rows != rows:

@@ -19,8 +19,9 @@ from ..transport import Transport, in_process_transport
 from ..wire import Meter, Wire
 from .checks import check_site_data
 from .loop import EpochLoop, LoopHooks, Position
-from .party import OptimizerFactory, PartyRunner, Unit, default_optimizer, load_batch
+from .party import OptimizerFactory, PartyRunner, default_optimizer
 from .report import EpochRecord, merge_reports, party_report, summarize
+from .units import Unit, load_batch
 
 __all__ = ["SplitTrainer", "EXECUTORS"]
 
@@ -37,6 +38,11 @@ class SplitTrainer:
     its own thread, so sites compute concurrently and only wait on their own messages, as separate processes
     would. Both produce identical numbers, because each party executes its ops in the same order.
 
+    ``micro_batches`` > 1 pipelines each training step (``Plan.step_ops``): with the threaded executor, or
+    parties in processes, a site computes its next micro-batch while the last one crosses and the server
+    works on it. The segments' ``Party.device`` places each party's segments (cpu, cuda); tensors cross
+    between parties as CPU bytes. The topology's ``codecs`` encode cut tensors on the wire.
+
     Concurrent sites and the server: each message names its step; a party keeps state per step and
     executes a step's forward, backward and update before the next step's ops (serialised steps). With
     SplitFed the server therefore processes the sites' steps one after another in a fixed order, while
@@ -48,7 +54,7 @@ class SplitTrainer:
                  optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] = default_optimizer,
                  batch_size: int = 32, seed: int = 0, executor: Literal["sequential", "threaded"] = "sequential",
                  timeout: float = 60.0, shuffle: bool = True, meter: Meter | None = None,
-                 fingerprint_key: bytes | None = None, require_labels: bool = True) -> None:
+                 fingerprint_key: bytes | None = None, require_labels: bool = True, micro_batches: int = 1) -> None:
         if executor not in EXECUTORS:
             raise ConfigError(f"unknown executor '{executor}'", hint=f"use one of: {', '.join(EXECUTORS)}")
         self.plan: Plan = compile_topology(topology)
@@ -64,12 +70,12 @@ class SplitTrainer:
         self.transport = in_process_transport(transport, self.plan, timeout=timeout) \
             if isinstance(transport, str) else transport
         self.meter = meter or Meter()
-        self.wire = Wire(self.transport, self.meter, self.plan.allowed(), timeout=timeout)
+        self.wire = Wire(self.transport, self.meter, self.plan.allowed(), timeout=timeout, codecs=self.plan.codecs)
         factory = (lambda p: optimizer[p]) if isinstance(optimizer, Mapping) else (lambda p: optimizer)
         self.runners = {p.name: PartyRunner(p.name, self.plan, self.wire, factory(p.name))
                         for p in topology.parties}
         rows = {s: (len(self.data[s].train), len(self.data[s].val)) for s in topology.sites}
-        self.schedule = Schedule(self.plan, rows, batch_size, seed, shuffle)
+        self.schedule = Schedule(self.plan, rows, batch_size, seed, shuffle, micro_batches=micro_batches)
         self.history: list[EpochRecord] = []
         self._hooks = _TrainerHooks(self)
         self.loop = EpochLoop(self.schedule, self._execute, self._hooks)

@@ -7,13 +7,15 @@ right before its ``recv``, so messages between any two parties are sent in the o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 
 from ..errors import TopologyError
 from ..topology.model import Task, Topology
+from ..wire.codecs import CodecChain, edge_codecs
 from ..wire.message import Expect, Kind
 
 __all__ = ["Edge", "LabelFlow", "WeightsFlow", "PredictionFlow", "Op", "Plan", "merge_inputs", "edge_name",
@@ -89,7 +91,8 @@ class PredictionFlow:
 class Op:
     """One thing one party does in a step.
 
-    ``target`` is a segment, edge, flow or task name; ``group`` the replica group of a weights op.
+    ``target`` is a segment, edge, flow or task name; ``group`` the replica group of a weights op;
+    ``micro`` the micro-batch of a pipelined step the op works on.
     """
 
     action: Action
@@ -97,6 +100,7 @@ class Op:
     target: str = ""
     kind: Kind | None = None
     group: int = 0
+    micro: int = 0
 
 
 class Plan:
@@ -128,7 +132,8 @@ class Plan:
                     self.label_flows[name] = LabelFlow(name, task.name, task.label, owner, dst)
                     name = prediction_flow_name(task.name, dst, owner)
                     self.prediction_flows[name] = PredictionFlow(name, task.name, dst, owner)
-        self._ops_cache: dict[tuple[frozenset[str], str], tuple[Op, ...]] = {}
+        self._ops_cache: dict[tuple[frozenset[str], str, int], tuple[Op, ...]] = {}
+        self.codecs: dict[tuple[str, Kind], CodecChain] = edge_codecs(topology.codecs, self.edges)
         # Vertical sites prove that batch k holds the same patients everywhere: each sends a keyed hash of
         # its batch's row IDs to a server, which holds no key and compares them.
         self.fingerprint_checker: str | None = None
@@ -176,6 +181,10 @@ class Plan:
             out.add((name, Kind.FINGERPRINT, src, dst))
         return out
 
+    def codec_names(self) -> list[str]:
+        """The codec chains this plan's edges use (they go into the wire's name table)."""
+        return sorted({c.name for c in self.codecs.values()})
+
     def peers(self, party: str) -> list[str]:
         """The parties ``party`` exchanges tensors with, by the plan."""
         out = {dst if src == party else src for _, _, src, dst in self.allowed() if party in (src, dst)}
@@ -199,6 +208,10 @@ class Plan:
 
     def expect(self, op: Op, step: int, phase: str, exact_shape: tuple[int, ...] | None = None) -> Expect:
         """What the receiving party of a ``recv`` op should get."""
+        return replace(self._expect(op, step, phase, exact_shape), micro=op.micro) if op.micro else \
+            self._expect(op, step, phase, exact_shape)
+
+    def _expect(self, op: Op, step: int, phase: str, exact_shape: tuple[int, ...] | None) -> Expect:
         if op.kind is Kind.FINGERPRINT:
             src, dst = self.fingerprint_flows[op.target]
             return Expect(step, op.target, Kind.FINGERPRINT, src, dst, (32,), torch.uint8, exact=True, phase=phase)
@@ -247,12 +260,18 @@ class Plan:
             active.append(name)
         return active
 
-    def step_ops(self, active_sites: Iterable[str],
-                 phase: Literal["train", "eval", "predict"] = "train") -> tuple[Op, ...]:
-        """The ops of one step in which ``active_sites`` take part (cached: a step's shape never changes)."""
-        key = (frozenset(active_sites), phase)
+    def step_ops(self, active_sites: Iterable[str], phase: Literal["train", "eval", "predict"] = "train",
+                 micro_batches: int = 1) -> tuple[Op, ...]:
+        """The ops of one step in which ``active_sites`` take part (cached: a step's shape never changes).
+
+        ``micro_batches`` > 1 (training) pipelines the step: forwards of every micro-batch, then backwards, then
+        one update per party; a site forwards micro-batch i + 1 while i crosses and the server computes on it.
+        Gradients accumulate, so parameters are the plain step's where a sample's loss does not depend on the
+        other samples of its batch (no batch norm, no batch-level defense)."""
+        key = (frozenset(active_sites), phase, micro_batches if phase == "train" else 1)
         if key not in self._ops_cache:
-            self._ops_cache[key] = tuple(self._step_ops(*key))
+            ops = self._step_ops(key[0], phase)
+            self._ops_cache[key] = tuple(ops if key[2] == 1 else _pipelined(ops, key[2]))
         return self._ops_cache[key]
 
     def _step_ops(self, active_sites: frozenset[str], phase: str) -> list[Op]:
@@ -352,6 +371,19 @@ class Plan:
         for f in self.label_flows.values():
             lines.append(f"  labels '{f.label}': {f.src} -> {f.dst} (shared for task '{f.task}')")
         return "\n".join(lines)
+
+
+def _pipelined(ops: list[Op], micro_batches: int) -> list[Op]:
+    """A plain training step's ops over ``micro_batches``: checks once, forwards of each micro-batch, backwards
+    of each, updates once. Every recv still follows its send, so no party waits on one that comes later."""
+    backward = [i for i, op in enumerate(ops) if op.action == "backward" or op.kind is Kind.GRADIENT]
+    first_b = backward[0] if backward else len(ops)
+    first_f = next((i for i, op in enumerate(ops) if op.kind is not Kind.FINGERPRINT and op.action != "check"),
+                   len(ops))
+    first_u = next((i for i, op in enumerate(ops) if op.action == "update"), len(ops))
+    forward, back = ops[first_f:first_b], ops[first_b:first_u]
+    return (ops[:first_f] + [replace(op, micro=m) for m in range(micro_batches) for op in forward]
+            + [replace(op, micro=m) for m in range(micro_batches) for op in back] + ops[first_u:])
 
 
 def merge_inputs(xs: list[torch.Tensor], how: str) -> torch.Tensor:

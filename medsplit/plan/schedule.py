@@ -7,10 +7,11 @@ rows turns indices into a batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
 
 from ..data import batch_order
+from ..errors import TopologyError
 from .plan import Op, Plan
 
 __all__ = ["UnitSpec", "Schedule"]
@@ -18,23 +19,38 @@ __all__ = ["UnitSpec", "Schedule"]
 
 @dataclass(frozen=True)
 class UnitSpec:
-    """One unit of the schedule: a training step, an evaluation batch, or a weight sync."""
+    """One unit of the schedule: a training step, an evaluation batch, or a weight sync.
+
+    ``micro_batches`` > 1: a pipelined training step, its rows split into that many micro-batches.
+    """
 
     step: int
     phase: str  # "train", "eval", "predict" or "sync"
     ops: tuple[Op, ...]
     rows: Mapping[str, list[int]] = field(default_factory=dict)  # site -> row indices in its split
+    micro_batches: int = 1
+    #: the parties with ops in this unit, in order of their first op (computed once, not per use)
+    parties: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parties", tuple(dict.fromkeys(op.party for op in self.ops)))
 
     @property
-    def parties(self) -> list[str]:
-        return list(dict.fromkeys(op.party for op in self.ops))
+    def batch_rows(self) -> int:
+        """Rows in the unit's batch (every site of a unit has as many)."""
+        return len(next(iter(self.rows.values()))) if self.rows else 0
+
 
 
 class Schedule:
     """Generates units in order and numbers them. ``rows`` is {site: (train rows, val rows)}."""
 
     def __init__(self, plan: Plan, rows: Mapping[str, tuple[int, int]], batch_size: int, seed: int,
-                 shuffle: bool = True, step: int = 0, sites: list[str] | None = None) -> None:
+                 shuffle: bool = True, step: int = 0, sites: list[str] | None = None, micro_batches: int = 1) -> None:
+        if micro_batches < 1:
+            raise TopologyError(f"micro_batches must be at least 1, got {micro_batches}",
+                                hint="1 runs each step whole; 2 to 8 pipeline a step over its parties")
+        self.micro_batches = micro_batches
         self.plan = plan
         self.rows = dict(rows)
         # The sites taking part: all of them, or (horizontal, SplitFed) those that are up.
@@ -44,9 +60,15 @@ class Schedule:
         self.shuffle = shuffle
         self.step = step  # the number of the last unit handed out
 
-    def _unit(self, phase: str, ops: list[Op], rows: Mapping[str, list[int]] | None = None) -> UnitSpec:
+    def _unit(self, phase: str, ops: Sequence[Op], rows: Mapping[str, list[int]] | None = None) -> UnitSpec:
         self.step += 1
         return UnitSpec(self.step, phase, tuple(ops), dict(rows or {}))
+
+    def _train(self, sites: list[str], rows: Mapping[str, list[int]]) -> UnitSpec:
+        """A training step; pipelined over micro-batches of two rows or more (batch norm and dCor need two)."""
+        m = min(self.micro_batches, max(1, len(next(iter(rows.values()))) // 2))
+        self.step += 1
+        return UnitSpec(self.step, "train", self.plan.step_ops(sites, "train", m), dict(rows), m)
 
     def initial_sync(self) -> list[UnitSpec]:
         """Every replica starts from the first site's client weights, whatever the topology's builder did.
@@ -75,25 +97,22 @@ class Schedule:
         topo = self.plan.topology
         sites = self.sites
         if topo.schedule == "joint":
-            ops = self.plan.step_ops(sites)
             for idx in batch_order(self.rows[sites[0]][0], self.batch_size, self.seed, epoch, self.shuffle):
-                yield [self._unit("train", ops, {s: idx for s in sites})]
+                yield [self._train(sites, {s: idx for s in sites})]
             return
         orders = {s: batch_order(self.rows[s][0], self.batch_size, self.seed + i, epoch, self.shuffle)
                   for i, s in enumerate(sites)}
         if topo.schedule == "turns":
             for i, site in enumerate(sites):
-                ops = self.plan.step_ops([site])
                 for idx in orders[site]:
-                    yield [self._unit("train", ops, {site: idx})]
+                    yield [self._train([site], {site: idx})]
                 nxt = [sites[i + 1]] if i + 1 < len(sites) else [s for s in sites if s != site]
                 if topo.replicas and nxt:
                     # Hand the client on; after the last site, to everyone, so all evaluate the same model.
                     yield [self._unit("sync", self.plan.handoff_ops(site, nxt))]
             return
         for t in range(max(len(o) for o in orders.values())):
-            yield [self._unit("train", self.plan.step_ops([s]), {s: orders[s][t]})
-                   for s in sites if t < len(orders[s])]
+            yield [self._train([s], {s: orders[s][t]}) for s in sites if t < len(orders[s])]
         if topo.replicas:
             yield [self._unit("sync", self.plan.average_ops(sites))]
 

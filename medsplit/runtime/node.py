@@ -154,7 +154,8 @@ class Node:
         if self.vertical:
             leader = psi_leader(self.topology)
             allowed |= psi_edges(leader, [s for s in self.topology.sites if s != leader])
-        names = NameTable(list(self.plan.parties) + [p for a in allowed for p in a[2:]], [a[0] for a in allowed])
+        names = NameTable(list(self.plan.parties) + [p for a in allowed for p in a[2:]], [a[0] for a in allowed],
+                          self.plan.codec_names())
         self._transport = node_transport(self.opts.transport, party=self.me, peers=self.peers(), names=names,
                                          host=self.opts.host, port=self.opts.port, is_host=self.is_host,
                                          run_id=self.run_id, timeout=self.exp.training.timeout, trust=self.opts.trust,
@@ -200,7 +201,7 @@ class Node:
 
     def wire(self, abort: bool = True) -> Wire:
         return Wire(self.transport, self.meter, self.plan.allowed(), timeout=self.exp.training.timeout,
-                    abort=self.aborted if abort else None)
+                    abort=self.aborted if abort else None, codecs=self.plan.codecs)
 
     def aborted(self) -> str | None:
         """Why this node should stop waiting (the run moved on), or None."""

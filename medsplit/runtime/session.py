@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine.loop import EpochLoop, LoopHooks, Position
-from ..engine.party import Unit, load_batch
 from ..engine.report import EpochRecord, PartyReport, format_epoch, merge_reports, party_report
+from ..engine.units import party_executor
 from ..errors import ProtocolError
-from ..plan.schedule import Schedule, UnitSpec
+from ..plan.schedule import Schedule
 from ..runstore import StepLog, declared_flows
 from .admission import Start
 
@@ -128,25 +128,14 @@ def checked_report(party: str, report: Any) -> PartyReport:
 
 
 def _execute(node: Node) -> Any:
-    runner, plan = node.runner, node.plan
-    key = node.fingerprint_key if plan.fingerprint_checker is not None else None
-
-    def execute(specs: list[UnitSpec]) -> None:
-        for spec in specs:
-            if node.me not in spec.parties:
-                continue
-            batches = {}
-            if node.data is not None and node.me in spec.rows:
-                batches[node.me] = load_batch(node.data, spec.step, spec.phase, spec.rows[node.me], key)
-            runner.run_unit(Unit(spec, batches))
-
-    return execute
+    key = node.fingerprint_key if node.plan.fingerprint_checker is not None else None
+    return party_executor(node.runner, node.data, key)
 
 
 def _schedule(node: Node, rows: Mapping[str, Sequence[int]]) -> Schedule:
     tr = node.exp.training
     return Schedule(node.plan, {s: (int(r[0]), int(r[1])) for s, r in rows.items()}, tr.batch_size, node.exp.seed,
-                    sites=[s for s in node.topology.sites if s in node.active])
+                    sites=[s for s in node.topology.sites if s in node.active], micro_batches=tr.micro_batches)
 
 
 def _load_own(node: Node, start: Start) -> None:

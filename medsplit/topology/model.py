@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
@@ -21,12 +22,17 @@ SCHEDULES = ("joint", "turns", "parallel")
 
 @dataclass(frozen=True)
 class Party:
-    """Someone who runs segments. A site holds data (key -> per-sample shape) and may own labels."""
+    """Someone who runs segments. A site holds data (key -> per-sample shape) and may own labels.
+
+    ``device`` is where the party's segments compute ("cpu", "cuda", "cuda:1"); what crosses to another
+    party always crosses as CPU bytes, so parties on different devices (or machines) work together.
+    """
 
     name: str
     role: Literal["site", "server", "hop"] = "site"
     data: dict[str, tuple[int, ...]] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
+    device: str = "cpu"
 
 
 @dataclass
@@ -89,6 +95,10 @@ class Topology:
 
     ``replicas`` groups segments that are copies of one logical segment (one per site) for ``turns`` and
     ``parallel``; ``aggregator`` is the party that averages them in ``parallel``.
+
+    ``codecs`` encodes cut tensors on the wire, per edge: {edge name or "*": chain}, a chain being codec
+    names such as ``["int8"]`` or ``["topk:0.1", "int8"]`` for both directions, or
+    ``{"activation": [...], "gradient": [...]}`` (``medsplit.wire.codecs``).
     """
 
     name: str
@@ -98,6 +108,7 @@ class Topology:
     schedule: Literal["joint", "turns", "parallel"] = "joint"
     replicas: Sequence[tuple[str, ...]] = ()
     aggregator: str | None = None
+    codecs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def sites(self) -> list[str]:

@@ -6,12 +6,18 @@ different plans fail on the first message instead of mislabelling tensors. ``dec
 peer controls every field, and the payload buffer is allocated from ``shape`` and ``dtype``, so both are
 checked against a whitelist and a byte limit before any memory is reserved.
 
-Layout (``HEADER_LEN`` int64 values)::
+Layout (``HEADER_LEN`` int64 values; append only, and a changed layout bumps ``VERSION``)::
 
     0 magic    1 version   2 op (data | bye | control)   3 name-table fingerprint
     4 kind     5 phase     6 step              7 edge id
     8 src id   9 dst id   10 dtype id         11 ndim
     12..19 shape (unused dims are 0)
+    20 micro-batch        21 codec id (0: none; i: the name table's codec i - 1)
+    22 payload bytes (an encoded message's; 0 otherwise)
+
+Version 2 added the CONTROL op, version 3 fields 20 to 22. ``dtype`` and ``shape`` are always the tensor the message stands for; an
+encoded message's payload is ``payload bytes`` of uint8 that the Wire decodes with the named codec chain,
+which the plan declares for the edge (``medsplit/wire/codecs.py``).
 
 ``op == BYE`` announces that the sender closes this connection; its payload is the reason as UTF-8 bytes
 (a uint8 vector of at most ``MAX_REASON_BYTES``), decoded as text, never evaluated. ``op == CONTROL`` carries
@@ -32,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ProtocolError
-from ..wire.message import PHASES, Kind, Message
+from ..wire.message import PHASES, Kind, Message, Packed
 
 if TYPE_CHECKING:
     from ..plan.plan import Plan
@@ -42,9 +48,10 @@ __all__ = ["NameTable", "Header", "encode", "decode", "encode_message", "bye_hea
            "MAX_REASON_BYTES", "MAX_CONTROL_BYTES"]
 
 MAGIC = 0x4D53504C  # "MSPL"
-VERSION = 2  # 2: the CONTROL op; headers travel sealed
+VERSION = 3  # 2: the CONTROL op, headers travel sealed; 3: micro-batch, codec and payload fields
 MAX_NDIM = 8
-HEADER_LEN = 12 + MAX_NDIM
+HEADER_LEN = 12 + MAX_NDIM + 3
+MAX_MICRO = 1 << 16  # micro-batches of one step
 DATA, BYE, CONTROL = 0, 1, 2
 _OPS = (DATA, BYE, CONTROL)
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above a 3D activation batch, far below what would exhaust a node
@@ -57,22 +64,23 @@ KINDS: tuple[Kind, ...] = tuple(Kind)
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.float16, torch.bfloat16,
                                    torch.int64, torch.int32, torch.uint8, torch.bool)
 _DTYPE_ID = {d: i for i, d in enumerate(DTYPES)}
-_FIELDS = ("magic", "version", "op", "name table", "kind", "phase", "step", "edge", "src", "dst", "dtype",
-           "ndim")
 
 
 class NameTable:
-    """Edge and party names <-> small integer ids, from sorted, de-duplicated name lists.
+    """Edge, party and codec-chain names <-> small integer ids, from sorted, de-duplicated name lists.
 
-    Both ends must build it from the same plan (``NameTable.from_plan``); ``fingerprint`` tells them apart.
+    Both ends must build it from the same plan (``NameTable.from_plan``); ``fingerprint`` tells them apart,
+    so two parties that disagree on an edge's codec fail on the first message.
     """
 
-    def __init__(self, parties: Iterable[str], edges: Iterable[str]) -> None:
+    def __init__(self, parties: Iterable[str], edges: Iterable[str], codecs: Iterable[str] = ()) -> None:
         self.parties: tuple[str, ...] = tuple(sorted(set(parties)))
         self.edges: tuple[str, ...] = tuple(sorted(set(edges)))
+        self.codecs: tuple[str, ...] = tuple(sorted(set(codecs)))
         self._party_id = {p: i for i, p in enumerate(self.parties)}
         self._edge_id = {e: i for i, e in enumerate(self.edges)}
-        text = "\0".join(self.parties) + "\1" + "\0".join(self.edges)
+        self._codec_id = {c: i + 1 for i, c in enumerate(self.codecs)}
+        text = "\0".join(self.parties) + "\1" + "\0".join(self.edges) + "\2" + "\0".join(self.codecs)
         # 63 bits, so it is a non-negative int64.
         self.fingerprint = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
@@ -80,7 +88,8 @@ class NameTable:
     def from_plan(cls, plan: Plan) -> NameTable:
         """Every party of the topology and every edge, label flow and weights flow the plan declares."""
         allowed = plan.allowed()
-        return cls(list(plan.parties) + [p for _, _, s, d in allowed for p in (s, d)], [a[0] for a in allowed])
+        return cls(list(plan.parties) + [p for _, _, s, d in allowed for p in (s, d)], [a[0] for a in allowed],
+                   plan.codec_names())
 
     def party_id(self, name: str) -> int:
         if name not in self._party_id:
@@ -94,8 +103,15 @@ class NameTable:
                                 hint="only edges and flows that the topology declares can be sent")
         return self._edge_id[name]
 
+    def codec_id(self, name: str) -> int:
+        if name and name not in self._codec_id:
+            raise ProtocolError(f"codec '{name}' is not in this run's name table {list(self.codecs)}",
+                                hint="only the codecs the topology declares for its edges can be used")
+        return self._codec_id[name] if name else 0
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, NameTable) and (self.parties, self.edges) == (other.parties, other.edges)
+        return isinstance(other, NameTable) and (self.parties, self.edges, self.codecs) == (
+            other.parties, other.edges, other.codecs)
 
     def __hash__(self) -> int:
         return self.fingerprint
@@ -106,7 +122,11 @@ class NameTable:
 
 @dataclass(frozen=True)
 class Header:
-    """A decoded header: what the payload that follows is, and how many bytes it has."""
+    """A decoded header: what the payload that follows is, and how many bytes it has.
+
+    ``dtype`` and ``shape`` describe the tensor the message stands for; with a ``codec`` the payload is
+    ``payload`` uint8 bytes that encode it.
+    """
 
     step: int
     edge: str
@@ -117,6 +137,9 @@ class Header:
     dtype: torch.dtype
     shape: tuple[int, ...]
     op: int = DATA
+    micro: int = 0
+    codec: str = ""
+    payload: int = 0
 
     @property
     def numel(self) -> int:
@@ -124,15 +147,26 @@ class Header:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * _itemsize(self.dtype)
+        """Bytes of the payload that follows the header."""
+        return self.payload if self.codec else self.numel * _itemsize(self.dtype)
+
+    @property
+    def payload_dtype(self) -> torch.dtype:
+        return torch.uint8 if self.codec else self.dtype
+
+    @property
+    def payload_shape(self) -> tuple[int, ...]:
+        return (self.payload,) if self.codec else self.shape
 
     @classmethod
     def of(cls, msg: Message) -> Header:
-        return cls(msg.step, msg.edge, msg.kind, msg.src, msg.dst, msg.phase, msg.tensor.dtype,
-                   tuple(msg.tensor.shape))
+        codec, payload = (msg.packed.codec, msg.tensor.numel()) if msg.packed is not None else ("", 0)
+        return cls(msg.step, msg.edge, msg.kind, msg.src, msg.dst, msg.phase, msg.dtype, msg.shape,
+                   micro=msg.micro, codec=codec, payload=payload)
 
     def message(self, tensor: torch.Tensor) -> Message:
-        return Message(self.step, self.edge, self.kind, self.src, self.dst, tensor, self.phase)
+        packed = Packed(self.codec, self.shape, self.dtype) if self.codec else None
+        return Message(self.step, self.edge, self.kind, self.src, self.dst, tensor, self.phase, self.micro, packed)
 
 
 def _itemsize(dtype: torch.dtype) -> int:
@@ -152,11 +186,15 @@ def encode(header: Header, names: NameTable) -> torch.Tensor:
         raise ProtocolError(f"{what}: unknown phase '{header.phase}'", hint=f"use one of {PHASES}")
     if header.step < 0:
         raise ProtocolError(f"{what}: negative step {header.step}")
+    if not 0 <= header.micro < MAX_MICRO:
+        raise ProtocolError(f"{what}: micro-batch {header.micro} outside 0..{MAX_MICRO - 1}")
+    if header.payload < 0 or (header.payload > 0) != bool(header.codec):
+        raise ProtocolError(f"{what}: an encoded payload needs a codec and a byte count, a plain one neither")
     shape = list(header.shape) + [0] * (MAX_NDIM - len(header.shape))
     values = [MAGIC, VERSION, header.op, names.fingerprint, KINDS.index(header.kind), PHASES.index(header.phase),
               header.step, names.edge_id(header.edge) if header.op == DATA else 0, names.party_id(header.src),
-              names.party_id(header.dst),
-              _DTYPE_ID[header.dtype], len(header.shape), *shape]
+              names.party_id(header.dst), _DTYPE_ID[header.dtype], len(header.shape), *shape,
+              header.micro, names.codec_id(header.codec), header.payload]
     return torch.tensor(values, dtype=torch.int64)
 
 
@@ -191,6 +229,7 @@ def decode(tensor: torch.Tensor, names: NameTable, *, peer: str, max_bytes: int 
         raise bad("layout", f"{tensor.dtype} of shape {tuple(tensor.shape)}, expected int64 ({HEADER_LEN},)")
     v = [int(x) for x in tensor.tolist()]
     magic, version, op, fingerprint, kind, phase, step, edge, src, dst, dtype, ndim = v[:12]
+    micro, codec, payload = v[12 + MAX_NDIM:]
     if magic != MAGIC:
         raise bad("magic", f"{magic:#x}, expected {MAGIC:#x}", "the peer is not a medsplit transport")
     if version != VERSION:
@@ -216,16 +255,25 @@ def decode(tensor: torch.Tensor, names: NameTable, *, peer: str, max_bytes: int 
         raise bad("dtype", f"id {dtype} (0..{len(DTYPES) - 1})")
     if not 0 <= ndim <= MAX_NDIM:
         raise bad("ndim", f"{ndim} (0..{MAX_NDIM})")
-    dims = v[12:]
+    dims = v[12:12 + MAX_NDIM]
     if any(d < 0 for d in dims):
         raise bad("shape", f"negative dimension in {tuple(dims[:ndim])}")
     if any(dims[ndim:]):
         raise bad("shape", f"non-zero values beyond ndim {ndim}: {tuple(dims)}")
+    if not 0 <= micro < MAX_MICRO:
+        raise bad("micro-batch", f"{micro} (0..{MAX_MICRO - 1})")
+    if not 0 <= codec <= len(names.codecs) or (codec and op != DATA):
+        raise bad("codec", f"id {codec} (the table has {len(names.codecs)} codecs)")
+    if payload < 0 or (payload > 0) != (codec > 0):
+        raise bad("payload", f"{payload} bytes with codec id {codec}: an encoded payload has both, a plain one neither")
     header = Header(step, names.edges[edge] if op == DATA else "", KINDS[kind], names.parties[src],
-                    names.parties[dst], PHASES[phase], DTYPES[dtype], tuple(dims[:ndim]), op)
-    if header.nbytes > max_bytes:
-        raise bad("shape", f"{header.shape} of {header.dtype} is {header.nbytes} bytes, over the "
-                           f"{max_bytes}-byte limit", "raise max_bytes at the receiver if such tensors are expected")
+                    names.parties[dst], PHASES[phase], DTYPES[dtype], tuple(dims[:ndim]), op, micro,
+                    names.codecs[codec - 1] if codec else "", payload)
+    decoded = header.numel * _itemsize(header.dtype)
+    if max(header.nbytes, decoded) > max_bytes:
+        raise bad("shape", f"{header.shape} of {header.dtype} is {decoded} bytes (payload {header.nbytes}), over "
+                           f"the {max_bytes}-byte limit",
+                  "raise max_bytes at the receiver if such tensors are expected")
     if op == BYE and (header.dtype != torch.uint8 or ndim != 1 or header.nbytes > MAX_REASON_BYTES):
         raise bad("goodbye", f"payload {header.dtype} {header.shape}, expected uint8 text up to "
                              f"{MAX_REASON_BYTES} bytes")

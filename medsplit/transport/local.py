@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import defaultdict
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import TransportError
@@ -19,11 +20,18 @@ _POLL = 0.05  # seconds between checks for a closed transport while waiting
 
 
 class LocalTransport(Transport):
-    """All parties in one process. Tensors are cloned on send so no party shares memory with another."""
+    """All parties in one process. Tensors are cloned on send so no party shares memory with another.
+
+    ``copy_on_send=False`` hands the sent tensor over instead, for a sender that never edits a tensor
+    after sending it (the engine: ``in_process_transport``). The Wire has detached it already, so the
+    receiver never reaches into the sender's autograd graph; an in-place edit of it by the receiver would
+    fail the sender's backward (autograd's version check) rather than pass silently.
+    """
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, copy_on_send: bool = True) -> None:
+        self.copy_on_send = copy_on_send
         self._queues: dict[tuple[str, str], queue.Queue] = defaultdict(queue.Queue)
         self._lock = threading.Lock()
         self._closed: str | None = None
@@ -35,9 +43,9 @@ class LocalTransport(Transport):
     def send(self, msg: Message) -> None:
         if self._closed is not None:
             raise TransportError(f"cannot send {msg.describe()}: transport closed ({self._closed})")
-        # A clone, as a real wire would copy: the receiver must never alias the sender's autograd graph.
-        self._queue(msg.src, msg.dst).put(
-            type(msg)(msg.step, msg.edge, msg.kind, msg.src, msg.dst, msg.tensor.detach().clone(), msg.phase))
+        # By default a clone, as a real wire would copy: the receiver must never alias the sender's memory.
+        tensor = msg.tensor.detach()
+        self._queue(msg.src, msg.dst).put(replace(msg, tensor=tensor.clone() if self.copy_on_send else tensor))
 
     def recv(self, src: str, dst: str, *, timeout: float, awaiting: str) -> Message:
         return wait_on_mailbox(self._queue(src, dst), timeout=timeout, closed=lambda: self._closed, src=src, dst=dst,

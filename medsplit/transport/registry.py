@@ -101,7 +101,7 @@ def in_process_transport(name: str, plan: Plan, *, timeout: float = 60.0) -> Tra
                                            f"{name}`, or use "
                                            f"{' or '.join(n for n, s in TRANSPORTS.items() if s.one_process)} here")
     if spec.node is None:
-        return LocalTransport()
+        return LocalTransport(copy_on_send=False)  # the engine never edits a sent tensor
     parties = list(plan.parties)
     servers = [p.name for p in plan.topology.parties if p.role == "server"]
     host = servers[0] if servers else parties[0]

@@ -318,9 +318,10 @@ class RpcTransport(NetworkTransport):
         try:
             h = decode(header, self.names, peer=src, max_bytes=self.max_bytes, expect_src=src,
                        expect_dst=self.party)
-            if not isinstance(payload, torch.Tensor) or payload.dtype != h.dtype or tuple(payload.shape) != h.shape:
-                raise ProtocolError(f"peer '{src}' sent a payload that does not match its header ({h.dtype} "
-                                    f"{h.shape})", hint="the peer runs an incompatible or faulty medsplit")
+            if not isinstance(payload, torch.Tensor) or payload.dtype != h.payload_dtype or \
+                    tuple(payload.shape) != h.payload_shape:
+                raise ProtocolError(f"peer '{src}' sent a payload that does not match its header ({h.payload_dtype} "
+                                    f"{h.payload_shape})", hint="the peer runs an incompatible or faulty medsplit")
             if h.op == CONTROL:
                 self._inboxes[src].put(*decode_control(payload.numpy().tobytes(), src))
         except ProtocolError as exc:

@@ -1,6 +1,7 @@
 """A site's own audit log: every tensor that left the site, appended to a local file, and its summary.
 
-The file is JSON lines, one per tensor: time, step, phase, kind, edge, destination, shape, dtype, bytes.
+The file is JSON lines, one per tensor: time, step, phase, kind, edge, destination, shape, dtype, bytes (what
+left: fewer than the shape's when a codec encoded it, named in ``codec``).
 It never holds tensor values or patient IDs. `medsplit audit SITE_DIR` summarises it for the site
 administrator: what left, to whom, how much, and whether anything but declared cut tensors did.
 """
@@ -40,7 +41,7 @@ class AuditLog:
             return
         line = json.dumps({"ts": round(time.time(), 3), "step": rec.step, "phase": rec.phase, "kind": rec.kind,
                            "edge": rec.edge, "dst": rec.dst, "shape": list(rec.shape), "dtype": rec.dtype,
-                           "bytes": rec.bytes})
+                           "bytes": rec.bytes, **({"codec": rec.codec} if rec.codec else {})})
         with self._lock:
             self._fh.write(line + "\n")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Kind", "Message", "Expect", "PHASES"]
+__all__ = ["Kind", "Message", "Expect", "Packed", "PHASES"]
 
 
 class Kind(str, enum.Enum):
@@ -28,8 +28,21 @@ PHASES: tuple[str, ...] = ("train", "eval", "sync", "align", "predict")
 
 
 @dataclass(frozen=True)
+class Packed:
+    """An encoded message's tensor: the codec chain that made the bytes, and the tensor they stand for."""
+
+    codec: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
 class Message:
-    """One tensor in flight, with the header that lets the receiver match it to what it expects."""
+    """One tensor in flight, with the header that lets the receiver match it to what it expects.
+
+    ``micro`` numbers the micro-batches of a pipelined step (0 otherwise). With ``packed`` the tensor is
+    the uint8 payload a codec made, and ``packed`` says which codec and what tensor it stands for.
+    """
 
     step: int
     edge: str
@@ -38,10 +51,23 @@ class Message:
     dst: str
     tensor: torch.Tensor
     phase: str = "train"
+    micro: int = 0
+    packed: Packed | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the tensor the message stands for (decoded, when it is encoded)."""
+        return self.packed.shape if self.packed is not None else tuple(self.tensor.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.packed.dtype if self.packed is not None else self.tensor.dtype
 
     def describe(self) -> str:
+        micro = f" (micro-batch {self.micro})" if self.micro else ""
+        codec = f", encoded with {self.packed.codec} in {self.tensor.numel()} bytes" if self.packed else ""
         return (f"{self.kind.value} on edge '{self.edge}' from '{self.src}' to '{self.dst}' at step {self.step}"
-                f" with shape {tuple(self.tensor.shape)} and dtype {self.tensor.dtype}")
+                f"{micro} with shape {self.shape} and dtype {self.dtype}{codec}")
 
 
 @dataclass(frozen=True)
@@ -60,8 +86,11 @@ class Expect:
     dtype: torch.dtype
     exact: bool = False
     phase: str = "train"
+    micro: int = 0
 
     def describe(self) -> str:
         what = "shape" if self.exact else "per-sample shape"
         shape = f"{what} {self.shape}" if self.shape is not None else "one-dimensional"
-        return f"{self.kind.value} on edge '{self.edge}' from '{self.src}' at step {self.step} ({shape}, {self.dtype})"
+        micro = f" (micro-batch {self.micro})" if self.micro else ""
+        return (f"{self.kind.value} on edge '{self.edge}' from '{self.src}' at step {self.step}{micro} "
+                f"({shape}, {self.dtype})")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .message import Message
@@ -15,7 +16,8 @@ __all__ = ["Meter", "TransferRecord"]
 
 @dataclass(frozen=True)
 class TransferRecord:
-    """One tensor that left (``sent``) or reached (``received``) a party."""
+    """One tensor that left (``sent``) or reached (``received``) a party; ``shape`` and ``dtype`` are the
+    tensor's, ``bytes`` what crossed for it (fewer when ``codec`` encoded it)."""
 
     direction: str
     step: int
@@ -26,7 +28,8 @@ class TransferRecord:
     kind: str
     shape: tuple[int, ...]
     dtype: str
-    bytes: int
+    bytes: int  # what crossed: an encoded tensor's payload, not the tensor it stands for
+    codec: str = ""
 
 
 @dataclass
@@ -35,6 +38,7 @@ class _Tally:
     bytes: int = 0
     shapes: set[tuple[int, ...]] = field(default_factory=set)
     dtypes: set[str] = field(default_factory=set)
+    codecs: set[str] = field(default_factory=set)
 
 
 class Meter:
@@ -57,9 +61,10 @@ class Meter:
     def record(self, msg: Message, direction: str) -> TransferRecord:
         tensor = msg.tensor
         rec = TransferRecord(direction=direction, step=msg.step, phase=msg.phase, src=msg.src, dst=msg.dst,
-                             edge=msg.edge, kind=msg.kind.value, shape=tuple(tensor.shape),
-                             dtype=str(tensor.dtype).removeprefix("torch."),
-                             bytes=tensor.numel() * tensor.element_size())
+                             edge=msg.edge, kind=msg.kind.value, shape=msg.shape,
+                             dtype=str(msg.dtype).removeprefix("torch."),
+                             bytes=tensor.numel() * tensor.element_size(),
+                             codec=msg.packed.codec if msg.packed is not None else "")
         table = self._sent if direction == "sent" else self._received
         with self._lock:
             tally = table[(rec.src, rec.dst, rec.edge, rec.kind, rec.phase)]
@@ -67,6 +72,8 @@ class Meter:
             tally.bytes += rec.bytes
             tally.shapes.add(rec.shape[1:] if rec.kind in ("activation", "label") else rec.shape)
             tally.dtypes.add(rec.dtype)
+            if rec.codec:
+                tally.codecs.add(rec.codec)
         for callback in self._listeners:
             callback(rec)
         return rec
@@ -82,6 +89,15 @@ class Meter:
                 if phase is None or ph == phase:
                     out[dst]["received"] += tally.bytes
         return {party: dict(v) for party, v in sorted(out.items())}
+
+    def bytes_by_kind(self, phase: str | None = None) -> dict[str, int]:
+        """{kind: bytes sent} over every transfer (or those of one ``phase``)."""
+        out: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for (_src, _dst, _edge, kind, ph), tally in self._sent.items():
+                if phase is None or ph == phase:
+                    out[kind] += tally.bytes
+        return dict(out)
 
     def bytes_by_party_kind(self) -> dict[str, dict[str, dict[str, int]]]:
         """{party: {"sent"|"received": {kind: bytes}}}, for charts of traffic by kind over time."""
@@ -133,7 +149,9 @@ class Meter:
                 m.bytes += t.bytes
                 m.shapes |= t.shapes
                 m.dtypes |= t.dtypes
+                m.codecs |= t.codecs
         rows = [{"src": sender, "dst": dst, "edge": edge, "kind": kind, "count": t.count, "bytes": t.bytes,
-                 "shapes": sorted(list(s) for s in t.shapes), "dtypes": sorted(t.dtypes)}
+                 "shapes": sorted(list(s) for s in t.shapes), "dtypes": sorted(t.dtypes),
+                 **({"codecs": sorted(t.codecs)} if t.codecs else {})}
                 for (sender, dst, edge, kind), t in merged.items()]
         return sorted(rows, key=lambda r: (r["src"], r["dst"], r["edge"], r["kind"]))
