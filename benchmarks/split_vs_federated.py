@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from medsplit import Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology, split_sequential
 from medsplit.data import batch_order
 from medsplit.engine.metrics import roc_auc, task_loss
-from medsplit.topology import conv_block
 from medsplit.synthetic import CohortSpec, make_cohort
+from medsplit.topology import conv_block
 
 CUT = 2  # the client keeps the first two conv layers
 
@@ -65,7 +65,7 @@ def run_split(schedule: str, parts: list, epochs: int, batch: int, seed: int) ->
                     [Task("diagnosis", "server.rest", "diagnosis", share_labels=True)],
                     schedule=schedule, replicas=[tuple(e.name for e in encoders)],
                     aggregator="server" if schedule == "parallel" else None)
-    data = {s: SiteData(TensorTable(p["train"]), TensorTable(p["val"])) for s, p in zip(sites, parts)}
+    data = {s: SiteData(TensorTable(p["train"]), TensorTable(p["val"])) for s, p in zip(sites, parts, strict=False)}
     trainer = SplitTrainer(topo, data, batch_size=batch, seed=seed,
                            optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
     t0 = time.perf_counter()
@@ -78,7 +78,8 @@ def run_split(schedule: str, parts: list, epochs: int, batch: int, seed: int) ->
     train, sync = trainer.meter.bytes_by_party("train"), trainer.meter.bytes_by_party("sync")
     client_bytes = [sum(t.get(s, {}).get(k, 0) for t in (train, sync) for k in ("sent", "received")) / epochs
                     for s in sites]
-    return {"client_gflops_per_epoch": sum(flops[s] * n for s, n in zip(sites, steps_per_client)) / len(sites) / 1e9,
+    client_flops = sum(flops[s] * n for s, n in zip(sites, steps_per_client, strict=True))
+    return {"client_gflops_per_epoch": client_flops / len(sites) / 1e9,
             "client_mb_per_epoch": sum(client_bytes) / len(sites) / 1e6,
             "server_gflops_per_epoch": flops["server"] * sum(steps_per_client) / 1e9,
             "val_auc": trainer.history[-1].metrics["diagnosis"]["val_auc"], "seconds": seconds}
@@ -113,7 +114,7 @@ def run_fedavg(parts: list, epochs: int, batch: int, seed: int) -> dict:
             states.append({k: v.detach().clone() for k, v in local.state_dict().items()})  # upload
             weights.append(len(part["train"]["diagnosis"]))
         total = sum(weights)
-        avg = {k: sum(s[k].float() * w for s, w in zip(states, weights)) / total for k in states[0]}
+        avg = {k: sum(s[k].float() * w for s, w in zip(states, weights, strict=False)) / total for k in states[0]}
         global_model.load_state_dict({k: v.to(states[0][k].dtype) for k, v in avg.items()})
     seconds = time.perf_counter() - t0
     global_model.eval()
@@ -137,17 +138,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
     print("| clients | patients/client | method | client GFLOP/epoch | client MB/epoch | server GFLOP/epoch"
           " | val AUC | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for clients in args.clients:
         for per_client in args.patients_per_client:
             parts = cohorts(clients, per_client, args.seed)
-            for method, fn in [("split (horizontal)", lambda: run_split("turns", parts, args.epochs, args.batch_size, args.seed)),
-                               ("SplitFed", lambda: run_split("parallel", parts, args.epochs, args.batch_size, args.seed)),
-                               ("FedAvg", lambda: run_fedavg(parts, args.epochs, args.batch_size, args.seed))]:
-                r = fn()
+            runs = [("split (horizontal)", run_split, ("turns",)), ("SplitFed", run_split, ("parallel",)),
+                    ("FedAvg", run_fedavg, ())]
+            for method, fn, mode in runs:
+                r = fn(*mode, parts, args.epochs, args.batch_size, args.seed)
                 rows.append({"clients": clients, "patients_per_client": per_client, "method": method, **r})
                 print(f"| {clients} | {per_client} | {method} | {r['client_gflops_per_epoch']:.3f} | "
                       f"{r['client_mb_per_epoch']:.2f} | {r['server_gflops_per_epoch']:.2f} | {r['val_auc']:.3f} | "

@@ -10,9 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from medsplit.errors import ConfigError
 from medsplit.runstore import FINAL_STATUSES, RUNSTORE_FILE, RunStore

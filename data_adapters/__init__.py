@@ -19,7 +19,8 @@ _EXPORTS = {
     "check_dicom": "dicom", "classify_exception": "dicom",
     "PipelineConfig": "transforms", "AugmentConfig": "transforms", "default_pipeline": "transforms",
     "build_transforms": "transforms",
-    "ImageRecord": "manifest", "read_manifest": "manifest", "discover_studies": "manifest", "write_manifest": "manifest",
+    "ImageRecord": "manifest", "read_manifest": "manifest", "discover_studies": "manifest",
+    "write_manifest": "manifest",
     "PreparedImaging": "imaging", "ImagingDataset": "imaging", "prepare_imaging": "imaging",
     # tables
     "TableSpec": "ehr", "MissingRules": "ehr", "PreparedTable": "ehr", "TableDataset": "ehr",

@@ -1,4 +1,4 @@
-"""DICOM images and series read through MONAI's PydicomReader, with a precise reason for every file that cannot be used."""
+"""DICOM images and series read through MONAI's PydicomReader, with a reason for every file that cannot be used."""
 
 from __future__ import annotations
 
@@ -174,6 +174,9 @@ def _transfer_syntax(ds: Dataset) -> UID | None:
     return UID(str(ts)) if ts else None
 
 
+_CONVERT = "convert the file to Explicit VR Little Endian (e.g. dcmconv +te, gdcmconv --raw)"
+
+
 def _check_decodable(ds: Dataset) -> None:
     ts = _transfer_syntax(ds)
     if ts is None:
@@ -182,7 +185,7 @@ def _check_decodable(ds: Dataset) -> None:
         compressed = ts.is_compressed
     except ValueError:
         raise Rejected("codec_missing", f"unknown transfer syntax {ts}",
-                       hint="convert the file to Explicit VR Little Endian (e.g. dcmconv +te, gdcmconv --raw)")
+                       hint=_CONVERT) from None
     if not compressed:
         return
     from pydicom.pixels import get_decoder
@@ -191,11 +194,12 @@ def _check_decodable(ds: Dataset) -> None:
         decoder = get_decoder(ts)
     except NotImplementedError:
         raise Rejected("codec_missing", f"compressed as {ts.name} ({ts}), which pydicom cannot decode",
-                       hint="convert the file to Explicit VR Little Endian (e.g. dcmconv +te, gdcmconv --raw)")
+                       hint=_CONVERT) from None
     if not decoder.is_available:
         pkgs = next((p for family, p in _CODEC_PACKAGES if ts in family), None)
         raise Rejected("codec_missing", f"compressed as {ts.name} ({ts}) and no decoder for it is installed",
-                       hint=f"pip install {pkgs}" if pkgs else "install one of: " + "; ".join(decoder.missing_dependencies))
+                       hint=f"pip install {pkgs}" if pkgs
+                       else "install one of: " + "; ".join(decoder.missing_dependencies))
 
 
 def _check_finite_tags(ds: Dataset) -> None:
@@ -207,7 +211,7 @@ def _check_finite_tags(ds: Dataset) -> None:
         try:
             arr = np.asarray([float(v) for v in ensure_tuple(value)], dtype=np.float64)
         except (TypeError, ValueError):
-            raise Rejected("corrupt", f"{name} is not numeric ({value!r})")
+            raise Rejected("corrupt", f"{name} is not numeric ({value!r})") from None
         if not np.isfinite(arr).all():
             raise Rejected("non_finite", f"{name} is not finite ({value!r})")
 
@@ -265,7 +269,8 @@ class SiteDicomReader(PydicomReader):
         # Slices that exist but cannot be read would leave a hole in the volume: refuse the series.
         fatal = [r for r in problems if r.reason in ("corrupt", "codec_missing", "non_finite")]
         if fatal:
-            raise Rejected(fatal[0].reason, f"{where}: {len(fatal)} of {len(files)} slices unusable; first: {fatal[0].detail}")
+            raise Rejected(fatal[0].reason,
+                           f"{where}: {len(fatal)} of {len(files)} slices unusable; first: {fatal[0].detail}")
         if not good:
             reason = Counter(r.reason for r in problems).most_common(1)[0][0]
             raise Rejected(reason, f"{where}: none of its {len(files)} files is a usable image ({problems[0].detail})")
@@ -370,7 +375,7 @@ def _order_slices(slices: list[tuple[Dataset, str]], where: str) -> list[tuple[D
         if len(set(np.round(positions, 4))) < len(positions):
             raise Rejected("unsupported", f"{where}: several slices share a position (multi-echo or dynamic series)",
                            hint="split the series into one folder per echo or time point")
-        ordered = [s for _, s in sorted(zip(positions, slices), key=lambda t: t[0])]
+        ordered = [s for _, s in sorted(zip(positions, slices, strict=False), key=lambda t: t[0])]
     for i, (ds, _) in enumerate(ordered):
         ds.InstanceNumber = i + 1  # in memory only: MONAI stacks by InstanceNumber
     return ordered

@@ -1,4 +1,4 @@
-"""EHR tables (CSV or Parquet) to standardized float32 feature vectors, with statistics fit on the site's training rows only."""
+"""EHR tables (CSV or Parquet) to standardized float32 features, statistics fit on the site's training rows only."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from medsplit.errors import ConfigError, DataError
-
 from medsplit.suggest import did_you_mean, listing
+
 from .labels import LabelSpec, label_tensor, parse_label_values, positions, to_numbers
 
 __all__ = ["MissingRules", "TableSpec", "PreparedTable", "TableDataset", "prepare_table", "read_table",
@@ -67,13 +67,14 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         else:
             sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
             # everything as text first: IDs keep leading zeros; numeric columns are parsed and checked below
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN", "nan", "NULL"])
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                             na_values=["", "NA", "NaN", "nan", "NULL"])
     except pd.errors.EmptyDataError:
-        raise DataError(f"table {path} is empty", hint="re-export the table with a header line and rows")
+        raise DataError(f"table {path} is empty", hint="re-export the table with a header line and rows") from None
     except ImportError as e:
-        raise ConfigError(f"reading {path} needs a Parquet engine ({e})", hint="pip install pyarrow")
+        raise ConfigError(f"reading {path} needs a Parquet engine ({e})", hint="pip install pyarrow") from None
     except Exception as e:  # noqa: BLE001 - parser errors name the line themselves
-        raise DataError(f"table {path} cannot be read: {' '.join(str(e).split())[:200]}")
+        raise DataError(f"table {path} cannot be read: {' '.join(str(e).split())[:200]}") from None
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
         raise DataError(f"table {path} has a header but no rows")
@@ -144,7 +145,8 @@ def prepare_table(spec: TableSpec, is_train: Callable[[str], bool] = lambda _id:
     dup = keep & ids.duplicated(keep="first")
     n_dup = int(dup.sum())
     if n_dup and spec.duplicates == "error":
-        raise DataError(f"{n_dup} rows of {spec.path} repeat a {spec.id_column} already seen ({positions(dup, unit, offset)})",
+        raise DataError(f"{n_dup} rows of {spec.path} repeat a {spec.id_column} already seen "
+                        f"({positions(dup, unit, offset)})",
                         hint="deduplicate the export, or set duplicates: first in the site YAML to keep the first row")
     reject(dup, "duplicate", f"repeats an earlier {spec.id_column} (rule: keep first)")
     keep &= ~dup
@@ -191,7 +193,8 @@ def prepare_table(spec: TableSpec, is_train: Callable[[str], bool] = lambda _id:
         x = numeric[col]
         observed = x[train].dropna()
         if observed.empty:
-            raise DataError(f"numeric column {col!r} in {spec.path} has no values in the {int(train.sum())} training rows",
+            raise DataError(f"numeric column {col!r} in {spec.path} has no values in the {int(train.sum())} "
+                            "training rows",
                             hint="fix the export, or remove the column from numeric")
         fill = {"mean": observed.mean(), "median": observed.median()}.get(rules[col], spec.missing.constant)
         mean, std = float(observed.mean()), float(observed.std(ddof=0))
@@ -245,5 +248,6 @@ def _check_columns(spec: TableSpec, df: pd.DataFrame) -> None:
               *((c, "categorical") for c in spec.categorical), *((ls.name, "labels") for ls in spec.labels)]
     for col, what in wanted:
         if col not in df.columns:
-            raise ConfigError(f"column {col!r} ({what}) is missing from {spec.path}{did_you_mean(col, df.columns)}{where}",
+            raise ConfigError(f"column {col!r} ({what}) is missing from "
+                              f"{spec.path}{did_you_mean(col, df.columns)}{where}",
                               hint=f"the table's columns are: {listing(df.columns)}")

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from medsplit.errors import ConfigError, DataError
-
 from medsplit.suggest import did_you_mean, listing
+
 from .report import Rejected
 
 __all__ = ["ImageRecord", "read_manifest", "discover_studies", "write_manifest", "MANIFEST_COLUMNS"]
@@ -57,9 +57,10 @@ def read_manifest(path: str | os.PathLike, *, label_columns: Sequence[str] = (),
         # IDs stay text: '00123' and '123' are different patients
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
     except pd.errors.EmptyDataError:
-        raise DataError(f"manifest {path} is empty", hint="write a header line: patient_id,study_id,path,<labels>")
+        raise DataError(f"manifest {path} is empty",
+                        hint="write a header line: patient_id,study_id,path,<labels>") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"manifest {path} is not a readable CSV: {' '.join(str(e).split())[:200]}")
+        raise DataError(f"manifest {path} is not a readable CSV: {' '.join(str(e).split())[:200]}") from None
     df.columns = [str(c).strip() for c in df.columns]
     for col in ("patient_id", "path", *label_columns):
         if col not in df.columns:
@@ -69,7 +70,7 @@ def read_manifest(path: str | os.PathLike, *, label_columns: Sequence[str] = (),
     base = path.parent
     records, rejected = [], []
     for i, row in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
-        r = dict(zip(df.columns, row))
+        r = dict(zip(df.columns, row, strict=False))
         where_row = f"{path.name} line {i}"
         pid = r.get("patient_id")
         if pid is None or pd.isna(pid) or not str(pid).strip():
@@ -89,7 +90,8 @@ def read_manifest(path: str | os.PathLike, *, label_columns: Sequence[str] = (),
     return records, rejected
 
 
-def write_manifest(records: Sequence[ImageRecord], path: str | os.PathLike, *, label_columns: Sequence[str] = ()) -> None:
+def write_manifest(records: Sequence[ImageRecord], path: str | os.PathLike,
+                   *, label_columns: Sequence[str] = ()) -> None:
     """Write records as a manifest; series given as slice lists are written as their common folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ from medsplit.data import SiteData as EngineData
 from medsplit.errors import DataError
 
 from .batches import DatasetSource
-
 from .config import DicomModality, SiteConfig, TableModality
 from .ehr import PreparedTable, prepare_table
 from .imaging import ImagingDataset, PreparedImaging, prepare_imaging
@@ -33,7 +32,7 @@ def split_of(patient_id: str, *, seed: int, val_fraction: float) -> str:
 
 
 class SiteDataset(torch.utils.data.Dataset):
-    """Samples with every modality key of the site, one per patient: ``{key: tensor, ..., <label>: tensor, "row_id"}``."""
+    """Samples with every modality key of the site, one per patient: ``{key: tensor, <label>: tensor, "row_id"}``."""
 
     def __init__(self, data: SiteFiles, row_ids: Sequence[str], *, train: bool) -> None:
         self.row_ids = list(row_ids)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
-                      field_validator)
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from medsplit.config.loader import StrictModel, one_of, problem
 from medsplit.config.node import NodeConfig

@@ -181,8 +181,8 @@ class Letterbox(Transform):
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         src = img.shape[1:]
-        scale = min(t / s for t, s in zip(self.spatial_size, src))
-        fit = [max(1, min(t, int(round(s * scale)))) for t, s in zip(self.spatial_size, src)]
+        scale = min(t / s for t, s in zip(self.spatial_size, src, strict=False))
+        fit = [max(1, min(t, int(round(s * scale)))) for t, s in zip(self.spatial_size, src, strict=False)]
         if list(src) != fit:
             img = Resize(fit, mode="area")(img)
         return ResizeWithPadOrCrop(self.spatial_size)(img)

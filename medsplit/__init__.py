@@ -9,12 +9,38 @@ trainer) -> ``align`` (vertical sites' common patients) and ``runtime`` (parties
 
 from .data import BatchSource, SiteData, TensorTable
 from .engine import EpochRecord, SplitTrainer
-from .errors import (AuthenticationError, ConfigError, DataError, MedsplitError, PeerTimeout, PrivacyError,
-                     ProtocolError, RunError, TopologyError, TransportError)
+from .errors import (
+                     AuthenticationError,
+                     ConfigError,
+                     DataError,
+                     MedsplitError,
+                     PeerTimeout,
+                     PrivacyError,
+                     ProtocolError,
+                     RunError,
+                     TopologyError,
+                     TransportError,
+)
 from .plan import Plan, compile_topology
 from .synthetic import preset_data
-from .topology import (PRESETS, CutDefense, NoPeek, Party, PresetConfig, Segment, Task, Topology, build_preset,
-                       cnn_body, cnn_encoder, distance_correlation, head, mlp, mlp_encoder, split_sequential)
+from .topology import (
+                     PRESETS,
+                     CutDefense,
+                     NoPeek,
+                     Party,
+                     PresetConfig,
+                     Segment,
+                     Task,
+                     Topology,
+                     build_preset,
+                     cnn_body,
+                     cnn_encoder,
+                     distance_correlation,
+                     head,
+                     mlp,
+                     mlp_encoder,
+                     split_sequential,
+)
 from .transport import TRANSPORTS, LocalTransport, MockTransport, Transport
 from .wire import Kind, Message, Meter, TransferRecord
 

@@ -29,13 +29,16 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .engine.report import EpochRecord
     from .plan import Plan
 
@@ -136,7 +139,7 @@ class RunStore:
             row = db.execute("SELECT value FROM run WHERE key = 'status'").fetchone()
             if unless_final and row is not None and json.loads(row[0]) in FINAL_STATUSES:
                 return False
-            values = {"status": status, "reason": reason}
+            values: dict[str, Any] = {"status": status, "reason": reason}
             if status in FINAL_STATUSES:
                 values["ended"] = time.time()
             elif status in ("queued", "running"):
@@ -146,7 +149,7 @@ class RunStore:
         return True
 
     def log_step(self, epoch: int, done: int, total: int, train_steps: int, losses: Mapping[str, float],
-                 flows: list[dict] = (), seen: list[str] = ()) -> None:  # type: ignore[assignment]
+                 flows: Sequence[Mapping[str, Any]] = (), seen: Sequence[str] = ()) -> None:
         """Live progress: ``done`` of ``total`` steps of epoch ``epoch`` (1-based), the latest loss per task, the
         transfers so far (cumulative rows of ``Meter.flows()``) and the parties heard from since the last call."""
         ts = time.time()
@@ -166,7 +169,7 @@ class RunStore:
             db.executemany("INSERT OR REPLACE INTO heartbeats VALUES (?, ?, ?)",
                            [(party, ts, train_steps) for party in parties])
 
-    def set_plan(self, declared: list[dict], batch_size: int, steps_per_epoch: int) -> None:
+    def set_plan(self, declared: list[dict[str, Any]], batch_size: int, steps_per_epoch: int) -> None:
         """What the plan says may cross (``declared_flows``), for the live view to measure transfers against."""
         self.set_info(declared=declared, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
 
@@ -203,7 +206,7 @@ class RunStore:
         with self._tx() as db:
             db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (time.time(), party, status, detail))
 
-    def set_audit(self, rows: list[dict]) -> None:
+    def set_audit(self, rows: list[dict[str, Any]]) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM audit")
             db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -244,9 +247,9 @@ class RunStore:
                 return []
             raise
         names = [c[0] for c in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
 
-    def frame(self, table: str):
+    def frame(self, table: str) -> pd.DataFrame:
         """A table as a pandas DataFrame."""
         import pandas as pd
 
@@ -284,7 +287,7 @@ class StepLog:
         return force or time.monotonic() - self._last >= self.interval
 
     def write(self, epoch: int, done: int, total: int, train_steps: int, losses: Mapping[str, float],
-              flows: list[dict], seen: list[str]) -> None:
+              flows: Sequence[Mapping[str, Any]], seen: Sequence[str]) -> None:
         self._last = time.monotonic()
         changed = []
         for f in flows:

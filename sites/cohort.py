@@ -8,9 +8,9 @@ transport (metered like every other crossing), and the engine gets the rows each
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import yaml
 
@@ -95,7 +95,7 @@ def demo_experiment(preset: str, *, sites: int, patients: int, seed: int, root: 
     # this demo's (a cohort cached by an older version may carry keys the experiment no longer accepts).
     layout = spec.site_data(len(parties))
     sites = []
-    for site, party in zip(cohort["sites"], parties):
+    for site, party in zip(cohort["sites"], parties, strict=False):
         keys, labels = layout[party]
         sites.append({"name": site["name"], "config": site["config"], "party": party,
                       "modalities": {k: m for k, m in site["modalities"].items() if k in keys},

@@ -154,7 +154,8 @@ def run_in_process(exp: Experiment, *, transport: str = "local", run_dir: str | 
     data = cohort.engine_data(topology)
     _print_cohort(cohort, data, out)
     lr = exp.training.lr
-    trainer = SplitTrainer(topology, data, transport=transport, optimizer=lambda params: torch.optim.Adam(params, lr=lr),
+    trainer = SplitTrainer(topology, data, transport=transport,
+                           optimizer=lambda params: torch.optim.Adam(params, lr=lr),
                            batch_size=exp.training.batch_size, seed=exp.seed, executor=executor,  # type: ignore[arg-type]
                            timeout=exp.training.timeout, meter=meter, micro_batches=exp.training.micro_batches)
     info = {"name": exp.name, "preset": exp.topology.preset, "transport": transport, "seed": exp.seed,

@@ -237,7 +237,7 @@ def test_compose_refers_only_to_images_commands_and_paths_that_exist():
         argv = _service_argv(compose, name)
         assert argv[0] == "medsplit" and argv[1] in {"server", "site", "dashboard"}, (name, argv)
         _parse(argv[1:])
-        for src, dst, mode in _volumes(svc):
+        for src, _dst, _mode in _volumes(svc):
             if not _is_bind(src):
                 assert src in compose["volumes"], f"{name}: undeclared volume {src}"
                 continue

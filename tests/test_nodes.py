@@ -143,7 +143,7 @@ def _same_run(summary: dict, reference: dict) -> None:
     """Every epoch's metrics and losses as in the uninterrupted run: nothing done before the kill was lost, and
     nothing was drawn differently after it (augmentation is seeded per step)."""
     assert [h["epoch"] for h in summary["history"]] == [h["epoch"] for h in reference["history"]]
-    for got, want in zip(summary["history"], reference["history"]):
+    for got, want in zip(summary["history"], reference["history"], strict=True):
         assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-6)
         for task, m in want["metrics"].items():
             for name in ("val_loss", "val_auc"):

@@ -62,7 +62,7 @@ def _task_charts(run: runs.RunData) -> None:
                                 width="stretch")
         last = wide.iloc[-1]
         cols = st.columns(max(1, len(wide.columns) - 1))
-        for col, name in zip(cols, [c for c in wide.columns if c != "epoch"]):
+        for col, name in zip(cols, [c for c in wide.columns if c != "epoch"], strict=False):
             prev = wide[name].iloc[-2] if len(wide) > 1 else None
             delta = None if prev is None else f"{last[name] - prev:+.4f}"
             col.metric(name, f"{last[name]:.4f}", delta, delta_color="inverse" if name.endswith("loss") else "normal")

@@ -5,8 +5,8 @@ their field, and the graph is drawn either way (the faulty element in red)."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,8 +15,21 @@ import yaml
 
 from dashboard import edits
 from dashboard.designs import Designs, Draft
-from dashboard.experiments import (ENCODER_CHOICES, KINDS, LABELS, Validation, cut_rows, default_experiment, fmt_bytes,
-                                   from_yaml, knob_defaults, label_rows, label_warnings, to_yaml, validate)
+from dashboard.experiments import (
+    ENCODER_CHOICES,
+    KINDS,
+    LABELS,
+    Validation,
+    cut_rows,
+    default_experiment,
+    fmt_bytes,
+    from_yaml,
+    knob_defaults,
+    label_rows,
+    label_warnings,
+    to_yaml,
+    validate,
+)
 from dashboard.graph import sketch_dot, topology_dot
 from dashboard.settings import Places, confined
 from medsplit.config.experiment import dump_experiment

@@ -7,16 +7,15 @@ and audited like every other tensor that crosses a party boundary. Raw IDs never
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from ..errors import ConfigError, ProtocolError
 from ..threads import run_in_threads
-from ..transport.base import Transport
 from ..topology.model import Topology
-from ..wire import Expect, Kind, Meter, Message, Wire
-
+from ..transport.base import Transport
+from ..wire import Expect, Kind, Message, Meter, Wire
 from .psi import align_follower, align_leader
 
 __all__ = ["psi_channel", "psi_edges", "align_in_process", "psi_leader"]

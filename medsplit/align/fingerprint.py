@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import ProtocolError
 

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from ..errors import ConfigError, ProtocolError
 
@@ -33,7 +34,7 @@ Recv = Callable[[], bytes]
 _MAGIC = b"MSPSI1"
 
 
-def _psi():
+def _psi() -> Any:
     try:
         import private_set_intersection.python as psi  # the openmined.psi package
     except ImportError as e:  # an optional dependency, imported where used
@@ -135,7 +136,7 @@ def align_leader(ids: Iterable[str], peers: Mapping[str, tuple[Send, Recv]], *, 
     """
     mine = _clean(ids)
     common = set(mine)
-    for name, (send, recv) in peers.items():
+    for send, recv in peers.values():
         common &= set(psi_intersect(mine, send, recv, role="leader", fpr=fpr))
     key = order_key(common, context)
     order = agreed_order(common, key)

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..plan.schedule import Schedule, UnitSpec
 from .report import EpochRecord
@@ -120,7 +120,7 @@ class EpochLoop:
                 self.hooks.checkpoint(self.schedule.step, position)
         return steps
 
-    def evaluate(self, phase: str = "eval") -> None:
+    def evaluate(self, phase: Literal["eval", "predict"] = "eval") -> None:
         """Every validation batch, forward only (``phase="predict"``: no labels, predictions kept)."""
         for spec in self.schedule.eval_units(phase):
             self.execute([spec])

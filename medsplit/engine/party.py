@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -97,7 +97,7 @@ class PartyRunner:
 
     # --- units -------------------------------------------------------------------------------------
 
-    def unit_ops(self, unit: Unit) -> Iterator[Op]:
+    def unit_ops(self, unit: Unit) -> Generator[Op, None, None]:
         """Executes this party's ops of ``unit`` in order, yielding after each one.
 
         ``run_unit`` runs them all; an in-process executor that holds several parties in one thread
@@ -225,6 +225,7 @@ class PartyRunner:
             mine = self.replicas[op.group]
             tensor = flat_state(self.modules[mine]) if mine else self._averaged[op.group]
             dst = flow_w.dst
+        assert op.kind is not None  # a send op always names what it sends
         self.wire.send(Message(step, op.target, op.kind, self.name, dst, tensor,
                                "sync" if op.kind is Kind.WEIGHTS else phase, op.micro))
 
@@ -417,7 +418,7 @@ class PartyRunner:
 
     def pop_train_loss(self) -> dict[str, tuple[float, int]]:
         """{task: (mean loss, rows)} since the last call."""
-        out = {t: (sum(l * n for l, n in v) / max(sum(n for _, n in v), 1), sum(n for _, n in v))
+        out = {t: (sum(loss * n for loss, n in v) / max(sum(n for _, n in v), 1), sum(n for _, n in v))
                for t, v in self.train_loss.items() if v}
         self.train_loss.clear()
         return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -11,7 +11,7 @@ import torch
 from ..data import SiteData, SiteHolding
 from ..errors import ConfigError, DataError
 from ..plan.compile import compile_topology
-from ..plan.plan import Plan
+from ..plan.plan import Op, Plan
 from ..plan.schedule import Schedule, UnitSpec
 from ..threads import run_in_threads
 from ..topology.model import Topology
@@ -71,8 +71,8 @@ class SplitTrainer:
             if isinstance(transport, str) else transport
         self.meter = meter or Meter()
         self.wire = Wire(self.transport, self.meter, self.plan.allowed(), timeout=timeout, codecs=self.plan.codecs)
-        factory = (lambda p: optimizer[p]) if isinstance(optimizer, Mapping) else (lambda p: optimizer)
-        self.runners = {p.name: PartyRunner(p.name, self.plan, self.wire, factory(p.name))
+        self.runners = {p.name: PartyRunner(p.name, self.plan, self.wire,
+                                            optimizer[p.name] if isinstance(optimizer, Mapping) else optimizer)
                         for p in topology.parties}
         rows = {s: (len(self.data[s].train), len(self.data[s].val)) for s in topology.sites}
         self.schedule = Schedule(self.plan, rows, batch_size, seed, shuffle, micro_batches=micro_batches)
@@ -109,7 +109,8 @@ class SplitTrainer:
 
     def _load(self, spec: UnitSpec) -> Unit:
         key = self.fingerprint_key if self.plan.fingerprint_checker is not None else None
-        return Unit(spec, {site: load_batch(self.data[site], spec.step, spec.phase, idx, key) for site, idx in spec.rows.items()})
+        return Unit(spec, {site: load_batch(self.data[site], spec.step, spec.phase, idx, key)
+                           for site, idx in spec.rows.items()})
 
     def _execute(self, specs: list[UnitSpec]) -> None:
         units = [self._load(spec) for spec in specs]
@@ -131,7 +132,7 @@ class SplitTrainer:
 
     def _lockstep(self, unit: Unit) -> None:
         """Every party of the unit in this thread, one op at a time in the order of the global op list."""
-        running = {p: self.runners[p].unit_ops(unit) for p in unit.spec.parties}
+        running: dict[str, Generator[Op, None, None]] = {p: self.runners[p].unit_ops(unit) for p in unit.spec.parties}
         try:
             for op in unit.spec.ops:
                 next(running[op.party])

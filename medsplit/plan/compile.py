@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import TopologyError
 from ..suggest import did_you_mean
-from ..topology.model import LOSSES, MERGES, ROLES, SCHEDULES, Topology
+from ..topology.model import LOSSES, MERGES, ROLES, SCHEDULES, Party, Segment, Topology
 from .plan import Plan, merge_inputs
 
 __all__ = ["compile_topology"]
@@ -26,7 +28,7 @@ def compile_topology(topology: Topology) -> Plan:
     return Plan(topology, out_shapes, order)
 
 
-def _check_names(topology: Topology, parties: dict, segments: dict) -> None:
+def _check_names(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment]) -> None:
     if len(parties) != len(topology.parties):
         dup = [p.name for p in topology.parties if [q.name for q in topology.parties].count(p.name) > 1]
         raise TopologyError(f"party names must be unique; repeated: {sorted(set(dup))}")
@@ -56,7 +58,7 @@ def _check_names(topology: Topology, parties: dict, segments: dict) -> None:
             raise TopologyError(f"party '{name}' runs no segment", hint="place a segment on it or remove it")
 
 
-def _check_inputs(topology: Topology, parties: dict, segments: dict) -> None:
+def _check_inputs(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment]) -> None:
     used_data: dict[str, set[str]] = {p: set() for p in parties}
     for s in topology.segments:
         for key in s.data_inputs:
@@ -78,7 +80,7 @@ def _check_inputs(topology: Topology, parties: dict, segments: dict) -> None:
                                 hint="feed it to a segment on that party, or drop it from the party's data")
 
 
-def _topological_order(topology: Topology, segments: dict) -> list[str]:
+def _topological_order(topology: Topology, segments: dict[str, Segment]) -> list[str]:
     order: list[str] = []
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
@@ -100,7 +102,7 @@ def _topological_order(topology: Topology, segments: dict) -> list[str]:
     return order
 
 
-def _check_tasks(topology: Topology, parties: dict, segments: dict) -> None:
+def _check_tasks(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment]) -> None:
     if not topology.tasks:
         raise TopologyError("the topology has no task", hint="add a Task(name, head=<segment>, label=<key>)")
     names = [t.name for t in topology.tasks]
@@ -140,7 +142,7 @@ def _check_tasks(topology: Topology, parties: dict, segments: dict) -> None:
         raise TopologyError(f"segments {idle} feed no task", hint="connect them to a head or remove them")
 
 
-def _infer_shapes(topology: Topology, parties: dict, segments: dict, order: list[str]) -> dict:
+def _infer_shapes(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment], order: list[str]) -> dict[str, Any]:
     """Run every local segment once on zeros (batch of 2, eval mode) to learn and check its output shape."""
     shapes: dict[str, tuple[int, ...]] = {}
     for name in order:
@@ -193,7 +195,7 @@ def _infer_shapes(topology: Topology, parties: dict, segments: dict, order: list
     return shapes
 
 
-def _check_cuts(topology: Topology, parties: dict, segments: dict, shapes: dict) -> None:
+def _check_cuts(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment], shapes: dict[str, Any]) -> None:
     for seg in topology.segments:
         for src in seg.segment_inputs:
             producer = segments[src]
@@ -209,7 +211,7 @@ def _check_cuts(topology: Topology, parties: dict, segments: dict, shapes: dict)
                          "on the site that changes the shape (a strided conv, a projection)")
 
 
-def _check_replicas(topology: Topology, parties: dict, segments: dict) -> None:
+def _check_replicas(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment]) -> None:
     if topology.schedule != "joint" and len(topology.sites) < 2:
         raise TopologyError(f"schedule '{topology.schedule}' needs at least two sites")
     if topology.schedule == "parallel" and topology.replicas:

@@ -224,8 +224,8 @@ class Plan:
             return Expect(step, pred.name, Kind.PREDICTION, pred.src, pred.dst,
                           self.prediction_shape(self.tasks[pred.task]), torch.float32, phase=phase)
         if op.kind is Kind.WEIGHTS:
-            flow = self.weights_flows[op.target]
-            return Expect(step, flow.name, Kind.WEIGHTS, flow.src, flow.dst, (self.replica_numel(op.group),),
+            wflow = self.weights_flows[op.target]
+            return Expect(step, wflow.name, Kind.WEIGHTS, wflow.src, wflow.dst, (self.replica_numel(op.group),),
                           torch.float32, exact=True, phase="sync")
         edge = self.edges[op.target]
         if op.kind is Kind.ACTIVATION:

@@ -8,6 +8,7 @@ rows turns indices into a batch.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Literal
 from dataclasses import dataclass, field
 
 from ..data import batch_order
@@ -116,7 +117,7 @@ class Schedule:
         if topo.replicas:
             yield [self._unit("sync", self.plan.average_ops(sites))]
 
-    def eval_units(self, phase: str = "eval") -> Iterator[UnitSpec]:
+    def eval_units(self, phase: Literal["eval", "predict"] = "eval") -> Iterator[UnitSpec]:
         """Validation batches in row order: all sites together (joint) or one site after another.
 
         ``phase="predict"`` runs the same batches forward only, without labels.

@@ -1,5 +1,7 @@
 """Parties as processes: nodes, sessions, admission, resume, checkpoints and the control plane."""
 
+from typing import Any
+
 from .host import run_host
 from .member import run_member
 from .node import Node, NodeOptions, host_party
@@ -7,7 +9,10 @@ from .node import Node, NodeOptions, host_party
 __all__ = ["Node", "NodeOptions", "host_party", "run_node"]
 
 
-def run_node(opts: NodeOptions) -> dict | None:
+def run_node(opts: NodeOptions) -> dict[str, Any] | None:
     """Run one party until the run completes; returns the run summary on the host, None elsewhere."""
     node = Node(opts)
-    return run_host(node) if node.is_host else run_member(node)
+    if node.is_host:
+        return run_host(node)
+    run_member(node)
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ def _path(directory: Path, step: int) -> Path:
     return directory / f"step-{step:09d}.pt"
 
 
-def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any], keep: set[int] = frozenset()
+def save_checkpoint(directory: str | os.PathLike[str], step: int, state: dict[str, Any], keep: AbstractSet[int] = frozenset()
                     ) -> Path:
     """Write ``state`` for ``step``; of the older ones, keep the newest KEEP and the steps in ``keep``."""
     directory = Path(directory)
@@ -43,7 +44,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, An
     return final
 
 
-def checkpoint_steps(directory: str | os.PathLike) -> list[int]:
+def checkpoint_steps(directory: str | os.PathLike[str]) -> list[int]:
     """Steps with a complete checkpoint, oldest first."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -51,10 +52,11 @@ def checkpoint_steps(directory: str | os.PathLike) -> list[int]:
     return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _NAME.match(p.name)))
 
 
-def load_checkpoint(directory: str | os.PathLike, step: int) -> dict[str, Any]:
+def load_checkpoint(directory: str | os.PathLike[str], step: int) -> dict[str, Any]:
     path = _path(Path(directory), step)
     try:
-        return torch.load(path, weights_only=True)
+        state: dict[str, Any] = torch.load(path, weights_only=True)
+        return state
     except FileNotFoundError:
         raise DataError(f"no checkpoint for step {step} in {directory}",
                             hint=f"available: {checkpoint_steps(directory)}") from None

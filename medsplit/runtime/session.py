@@ -55,24 +55,28 @@ class NodeHooks(LoopHooks):
             if losses:
                 node.control.send(node.host, losses, node.session, "loss")
             return
-        for p in node.active:
-            if p != node.me:
-                theirs = node.control.get(p, node.session, "loss")
-                if isinstance(theirs, dict):
-                    losses.update({t: v for t, v in theirs.items() if isinstance(v, (int, float))})
+        losses.update(self._peer_losses())
         received = node.meter.received_from(node.me)
         sites = ", ".join(f"{s} {b / 1e6:.2f} MB" for s, b in sorted(received.items()))
         loss = ", ".join(f"{t} {v:.4f}" for t, v in sorted(losses.items()))
         node.log(f"epoch {epoch + 1}/{node.exp.training.epochs} step {done}/{total}  loss: {loss or '-'}  "
                  f"received from: {sites or '-'}")
 
+    def _peer_losses(self) -> dict[str, float]:
+        """The latest loss each other party shared (U-shaped: labels stay there); anything but numbers is dropped."""
+        node, losses = self.node, {}
+        for p in node.active:
+            if p != node.me:
+                theirs = node.control.get(p, node.session, "loss")
+                if isinstance(theirs, dict):
+                    losses.update({str(t): float(v) for t, v in theirs.items()
+                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        return losses
+
     def _record_step(self, steps: StepLog, epoch: int, done: int, total: int) -> None:
         """The step counter, the latest losses, what crossed here, and who was heard from since the last write."""
         node = self.node
-        losses = node.runner.latest_losses()
-        for p in node.active:
-            if p != node.me:
-                losses.update(node.control.get(node.session, "loss", p) or {})
+        losses = {**node.runner.latest_losses(), **self._peer_losses()}
         heard = node.meter.received_from(node.me)
         seen = [node.me] + [p for p, b in heard.items() if b != self._heard.get(p)]
         self._heard = heard

@@ -12,7 +12,7 @@ import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -100,7 +100,7 @@ def load_factory(reference: str, what: str) -> Callable[..., Any]:
         raise ConfigError(f"{what}: '{module_name}' has no function '{attr}'"
                           f"{did_you_mean(attr, [n for n in dir(module) if not n.startswith('_')])}",
                           hint="name a function that builds the network")
-    return factory
+    return cast(Callable[..., Any], factory)
 
 
 def _module(shape: Sequence[int], out: int, opts: Mapping[str, Any]) -> nn.Module:

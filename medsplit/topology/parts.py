@@ -83,8 +83,8 @@ def site_cut(site: SiteSpec, cfg: PresetConfig, name: str, *, feature_map: bool)
     encoders = {k: build_encoder(with_channels(site.encoder(k), cfg), shape, cfg.cut_features,
                                  where=f"site '{site.party}' data '{k}'") for k, shape in site.data.items()}
     if len(encoders) == 1:
-        (k, module), = encoders.items()
-        return Cut([Segment(cut, site.party, module, (f"data:{k}",), defenses=defenses_of(cfg))], cut)
+        (k, only), = encoders.items()
+        return Cut([Segment(cut, site.party, only, (f"data:{k}",), defenses=defenses_of(cfg))], cut)
     # Several modalities at one site: each its own encoder, fused by a layer at the site into one cut.
     parts = [Segment(f"{site.party}.{k}_encoder", site.party, m, (f"data:{k}",)) for k, m in encoders.items()]
     fuse = mlp(cfg.cut_features * len(parts), (), cfg.cut_features, final_activation=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from torch import nn
@@ -16,8 +17,19 @@ from torch import nn
 from ..errors import ConfigError
 from ..suggest import did_you_mean
 from .model import Party, Segment, Topology
-from .parts import (KNOBS, PresetConfig, body_after, heads_on, one_site, owner_of, parties_of, site_cut, task_head,
-                    tasks_of, with_inputs)
+from .parts import (
+    KNOBS,
+    PresetConfig,
+    body_after,
+    heads_on,
+    one_site,
+    owner_of,
+    parties_of,
+    site_cut,
+    task_head,
+    tasks_of,
+    with_inputs,
+)
 from .segments import conv_block, mlp
 from .study import SiteSpec, StudySpec, TaskSpec
 
@@ -218,7 +230,7 @@ def _vertical_parties(n: int) -> list[str]:
     return ["imaging", "ehr"] + [f"site_{i + 3}" for i in range(n - 2)]
 
 
-def _one(party: str, data: tuple[str, ...], labels: tuple[str, ...]) -> Callable[[int], dict]:
+def _one(party: str, data: tuple[str, ...], labels: tuple[str, ...]) -> Callable[[int], dict[str, Any]]:
     return lambda n: {party: (data, labels)}
 
 
@@ -263,8 +275,8 @@ def default_study(name: str, cfg: PresetConfig) -> StudySpec:
     spec.check_sites(n)
     shapes = {"image": tuple(cfg.image_shape), "ehr": (cfg.ehr_features,)}
     layout = spec.site_data(n)
-    sites = tuple(SiteSpec(party, {k: shapes[k] for k in keys},
-                           tuple(cfg.tasks) if name == "multitask" else labels) for party, (keys, labels) in layout.items())
+    sites = tuple(SiteSpec(party, {k: shapes[k] for k in keys}, tuple(cfg.tasks) if name == "multitask" else labels)
+                  for party, (keys, labels) in layout.items())
     labels: Sequence[str] = cfg.tasks if name == "multitask" else ("diagnosis",)
     return StudySpec(sites, tuple(TaskSpec(label, label) for label in labels))
 

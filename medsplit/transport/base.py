@@ -6,7 +6,7 @@ import abc
 import queue
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from ..errors import PeerTimeout, TransportError
 
@@ -34,7 +34,7 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def recv(self, src: str, dst: str, *, timeout: float, awaiting: str) -> Message: ...
 
-    def close(self, reason: str | None = None) -> None:
+    def close(self, reason: str | None = None) -> None:  # noqa: B027 - optional: most transports hold nothing
         """Release resources; a reason wakes every waiting ``recv`` with a TransportError."""
 
     def __enter__(self) -> Transport:
@@ -98,8 +98,11 @@ class NetworkTransport(Transport):
     def connected(self) -> list[str]: ...
 
 
-def wait_on_mailbox(mailbox: queue.Queue, *, timeout: float, closed: Callable[[], str | None], src: str, dst: str,
-                    awaiting: str, via: str = "", poll: float = 0.1) -> Any:
+_Item = TypeVar("_Item")
+
+
+def wait_on_mailbox(mailbox: queue.Queue[_Item], *, timeout: float, closed: Callable[[], str | None], src: str,
+                    dst: str, awaiting: str, via: str = "", poll: float = 0.1) -> _Item:
     """The next item of a receive mailbox, waiting at most ``timeout``; every transport's ``recv`` waits here.
 
     ``closed()`` is checked every ``poll`` seconds, so that closing a transport wakes its waiting receivers.

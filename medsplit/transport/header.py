@@ -15,7 +15,8 @@ Layout (``HEADER_LEN`` int64 values; append only, and a changed layout bumps ``V
     20 micro-batch        21 codec id (0: none; i: the name table's codec i - 1)
     22 payload bytes (an encoded message's; 0 otherwise)
 
-Version 2 added the CONTROL op, version 3 fields 20 to 22. ``dtype`` and ``shape`` are always the tensor the message stands for; an
+Version 2 added the CONTROL op, version 3 fields 20 to 22. ``dtype`` and ``shape`` are always the tensor the
+message stands for; an
 encoded message's payload is ``payload bytes`` of uint8 that the Wire decodes with the named codec chain,
 which the plan declares for the edge (``medsplit/wire/codecs.py``).
 

@@ -32,11 +32,11 @@ class LocalTransport(Transport):
 
     def __init__(self, *, copy_on_send: bool = True) -> None:
         self.copy_on_send = copy_on_send
-        self._queues: dict[tuple[str, str], queue.Queue] = defaultdict(queue.Queue)
+        self._queues: dict[tuple[str, str], queue.Queue[Message]] = defaultdict(queue.Queue)
         self._lock = threading.Lock()
         self._closed: str | None = None
 
-    def _queue(self, src: str, dst: str) -> queue.Queue:
+    def _queue(self, src: str, dst: str) -> queue.Queue[Message]:
         with self._lock:
             return self._queues[(src, dst)]
 

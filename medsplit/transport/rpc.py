@@ -28,7 +28,8 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -42,7 +43,7 @@ from ..errors import (
     TransportError,
 )
 from ..wire.message import Message
-from .base import NetworkTransport, wait_on_mailbox
+from .base import NetworkTransport, Store, wait_on_mailbox
 from .header import CONTROL, DEFAULT_MAX_BYTES, Header, NameTable, control_header, decode, encode
 from .inbox import ControlInbox, decode_control, encode_control
 
@@ -57,14 +58,14 @@ _ACTIVE: RpcTransport | None = None  # rpc is per process: one transport at a ti
 _ACTIVE_LOCK = threading.Lock()
 
 
-def _rendezvous(url: str, **_: object):
+def _rendezvous(url: str, **_: object) -> Iterator[tuple[Any, int, int]]:
     parsed = urlparse(url)
     query = dict(kv.split("=", 1) for kv in parsed.query.split("&") if "=" in kv)
     yield _STORES[parsed.path.lstrip("/")], int(query["rank"]), int(query["world_size"])
 
 
 try:
-    register_rendezvous_handler(_SCHEME, _rendezvous)
+    register_rendezvous_handler(_SCHEME, _rendezvous)  # type: ignore[no-untyped-call]
 except RuntimeError:  # registered already (the module was loaded twice)
     pass
 
@@ -81,7 +82,7 @@ class _Mailbox:
     """Messages from one source, released in sequence order."""
 
     def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue()
+        self.queue: queue.Queue[Any] = queue.Queue()
         self.next = 0
         self.held: dict[int, object] = {}
         self.lock = threading.Lock()
@@ -135,7 +136,7 @@ class RpcTransport(NetworkTransport):
         self._boxes = {p: _Mailbox() for p in self.peers}
         self._inboxes = {p: ControlInbox(p) for p in self.peers}
         self._seq: dict[str, int] = collections.defaultdict(int)
-        self._futures: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self._futures: dict[str, collections.deque[Any]] = collections.defaultdict(collections.deque)
         self._send_lock = threading.Lock()
         self._closed: str | None = None
         self._connected = False
@@ -173,8 +174,8 @@ class RpcTransport(NetworkTransport):
             # Plain TCP: shared-memory and CUDA channels fail inside containers and are not needed for CPU.
             _transports=["uv"], _channels=["basic"])
         try:
-            rpc.init_rpc(self.party, rank=self.world.index(self.party), world_size=len(self.world),
-                         rpc_backend_options=opts)
+            rpc.init_rpc(self.party, rank=self.world.index(self.party),  # type: ignore[no-untyped-call]
+                         world_size=len(self.world), rpc_backend_options=opts)
         except Exception as exc:
             with _ACTIVE_LOCK:
                 _ACTIVE = None
@@ -188,9 +189,9 @@ class RpcTransport(NetworkTransport):
     # --- messages ---------------------------------------------------------------------------------
 
     @property
-    def store(self) -> TCPStore:
+    def store(self) -> Store:  # torch's stubs type TCPStore.set's value as str only
         """The rendezvous store (hosted here or by the host)."""
-        return self._store
+        return cast(Store, self._store)
 
     def reconnect(self, peer: str, *, timeout: float | None = None) -> int:
         raise TransportError(f"party '{self.party}' cannot reconnect to '{peer}': an rpc group is static, and a "
@@ -245,7 +246,7 @@ class RpcTransport(NetworkTransport):
                                awaiting=awaiting, via=f" from '{src}' over rpc", poll=_POLL)
         if isinstance(item, MedsplitError):
             raise type(item)(f"{item.message} (party '{dst}' was waiting for {awaiting})", hint=item.hint)
-        return item
+        return cast(Message, item)
 
     def flush(self, timeout: float | None = None) -> None:
         """Waits until every sent message was delivered to its destination's mailbox."""

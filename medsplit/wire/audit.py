@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 from collections import defaultdict
 from pathlib import Path
 
@@ -49,14 +51,14 @@ class AuditLog:
         self._fh.close()
 
 
-def summarise_audit(site_dir: str | Path) -> dict:
+def summarise_audit(site_dir: str | Path) -> dict[str, Any]:
     """Totals per (destination, kind, edge), with the per-sample shapes seen, from a site's audit file."""
     path = Path(site_dir)
     path = path / AUDIT_FILE if path.is_dir() else path
     if not path.exists():
         raise ConfigError(f"no audit log at {path}",
                             hint="a site node writes audit.jsonl in its run directory (node.run_dir)")
-    rows: dict[tuple[str, str, str], dict] = defaultdict(lambda: {"count": 0, "bytes": 0, "shapes": set(),
+    rows: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(lambda: {"count": 0, "bytes": 0, "shapes": set(),
                                                                   "dtypes": set()})
     first = last = None
     bad_lines = 0
@@ -84,8 +86,9 @@ def summarise_audit(site_dir: str | Path) -> dict:
             "unexpected": unexpected, "unreadable_lines": bad_lines}
 
 
-def render_audit(summary: dict) -> str:
-    lines = [f"audit log {summary['file']}: {summary['tensors']} tensors, {summary['bytes'] / 1e6:.2f} MB left this site"]
+def render_audit(summary: Mapping[str, Any]) -> str:
+    lines = [f"audit log {summary['file']}: {summary['tensors']} tensors, "
+             f"{summary['bytes'] / 1e6:.2f} MB left this site"]
     if summary["first"] is not None:
         lines.append(f"  from {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(summary['first']))} "
                      f"to {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(summary['last']))}")

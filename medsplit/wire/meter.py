@@ -6,6 +6,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class Meter:
                     out[src] = out.get(src, 0) + tally.bytes
         return out
 
-    def flows(self) -> list[dict]:
+    def flows(self) -> list[dict[str, Any]]:
         """Each transfer once: one row per (src, dst, edge, kind, phase) with its count and bytes so far.
 
         A meter shared by both ends (every party in one process) sees a tensor sent and received: it counts
@@ -133,7 +134,7 @@ class Meter:
                              "count": max(t.count for t in ends), "bytes": max(t.bytes for t in ends)})
         return rows
 
-    def audit(self, src: str | None = None) -> list[dict]:
+    def audit(self, src: str | None = None) -> list[dict[str, Any]]:
         """Aggregated audit: one row per (src, dst, edge, kind) with count, bytes, shapes and dtypes.
 
         Shapes of activations and labels are per sample (the batch dimension varies). ``src`` keeps only

@@ -9,8 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import launcher
-from sites.cli import main
 from medsplit.runstore import RunStore
+from sites.cli import main
 from tests.dashboard.helpers import wait_until
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

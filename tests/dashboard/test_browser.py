@@ -113,7 +113,7 @@ def test_design_launch_watch_stop_resume_compare(dashboard, tmp_path):
 
             # launch: returns at once, the run queued while its data is written
             _section(page, "Launch", "Launch")
-            page.get_by_text("runs the design on it as written").wait_for()
+            page.get_by_text("Launch writes synthetic files for this design as written").wait_for()
             _type(page, "Run name", "walk")
             box = page.get_by_label("Patients per site")
             box.fill("100")

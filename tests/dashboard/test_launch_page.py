@@ -42,7 +42,7 @@ def test_a_run_started_from_the_page_is_queued_at_once_then_trains_and_reports(l
     assert not at.exception and at.selectbox(key="run").value == "from-page"
     tables = [d.value for d in at.dataframe]
     nodes = next(t for t in tables if "status" in t.columns)
-    assert dict(zip(nodes["party"], nodes["status"])) == {"imaging": "finished", "ehr": "finished",
+    assert dict(zip(nodes["party"], nodes["status"], strict=True)) == {"imaging": "finished", "ehr": "finished",
                                                           "server": "finished"}
     reports = next(t for t in tables if "loaded" in t.columns)
     assert list(reports["site"]) == ["site_1", "site_2"] and list(reports["found"]) == [40, 40]

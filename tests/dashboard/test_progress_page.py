@@ -54,7 +54,7 @@ def test_a_finished_runs_metrics_are_displayed(app, runs_root):
     headers = [h.value for h in at.subheader]
     assert "Distance correlation of each cut with its raw input (NoPeek α = 0.5)" in headers
     nodes = next(d.value for d in at.dataframe if "status" in d.value.columns)
-    assert dict(zip(nodes["party"], nodes["status"])) == {"imaging": "finished", "ehr": "finished",
+    assert dict(zip(nodes["party"], nodes["status"], strict=True)) == {"imaging": "finished", "ehr": "finished",
                                                           "server": "finished"}
     assert list(nodes["rejoins"]) == [0, 0, 0] and "–" not in list(nodes["last heard"])
     flops = next(d.value for d in at.dataframe if "MFLOP / step" in d.value.columns)

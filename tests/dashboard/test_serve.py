@@ -16,7 +16,7 @@ from sites.cli import build_parser
 def test_streamlit_runs_the_app_headless_on_localhost(tmp_path):
     argv = serve.streamlit_argv(tmp_path / "runs", 8600)
     assert argv[1:5] == ["-m", "streamlit", "run", str(serve.APP)]
-    options = dict(zip(argv[5:argv.index("--"):2], argv[6:argv.index("--"):2]))
+    options = dict(zip(argv[5:argv.index("--"):2], argv[6:argv.index("--"):2], strict=True))
     assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "8600"
     assert options["--server.headless"] == "true" and options["--browser.gatherUsageStats"] == "false"
     runs = str((tmp_path / "runs").resolve())

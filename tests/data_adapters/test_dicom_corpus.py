@@ -188,7 +188,7 @@ def test_loader_silences_only_the_nvimgcodec_notice(caplog):
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG):
         warnings.simplefilter("always")
         LoadDicomd("image", "CT")
-        warnings.warn("an unrelated warning", UserWarning)
+        warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
     messages = [str(w.message) for w in caught]
     assert not any("NvImgCodec" in m or "nvImageCodec" in m for m in messages)
     assert "an unrelated warning" in messages

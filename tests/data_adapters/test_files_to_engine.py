@@ -6,13 +6,12 @@ import json
 
 import pydicom
 import pytest
-import torch
 
-from medsplit.align.channel import align_in_process
-from sites.cohort import demo_experiment, open_sites
 from medsplit import Kind, Meter, MockTransport, SplitTrainer
-from sites.cli import main
+from medsplit.align.channel import align_in_process
 from medsplit.config.experiment import load_experiment
+from sites.cli import main
+from sites.cohort import demo_experiment, open_sites
 
 
 def _train_from_files(preset: str, tmp_path, **topology):

@@ -14,9 +14,9 @@ from monai.transforms import LoadImage
 
 from data_adapters import load_site_config, open_site_data
 from data_adapters.dicom import quiet_monai_loader
+from data_adapters.synth import ehr_feature_dim, synth_cohort
 from medsplit.align import align_follower, align_leader
 from medsplit.config import load_experiment
-from data_adapters.synth import ehr_feature_dim, synth_cohort
 
 
 def first_dicom(site_dir):
@@ -70,7 +70,7 @@ def test_open_site_data_shapes_labels_and_samples(horizontal):
 
 def test_sites_are_shifted_and_the_outcome_is_visible(horizontal):
     body_hu, contrast = [], []
-    for name, cfg_path in horizontal.site_configs.items():
+    for cfg_path in horizontal.site_configs.values():
         site_dir = cfg_path.parent
         diag = {}
         for line in (site_dir / "ehr.csv").read_text().splitlines()[1:]:

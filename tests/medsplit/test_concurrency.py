@@ -52,7 +52,7 @@ def test_concurrent_sites_give_the_sequential_result():
     assert threads == {"medsplit-hospital_1", "medsplit-hospital_2", "medsplit-hospital_3"}
     server = reference.plan.segments["server.head"].module
     other = concurrent.plan.segments["server.head"].module
-    for (name, p), q in zip(server.named_parameters(), other.parameters()):
+    for (name, p), q in zip(server.named_parameters(), other.parameters(), strict=True):
         assert torch.equal(p, q), name
     assert reference.history[-1].metrics == concurrent.history[-1].metrics
 

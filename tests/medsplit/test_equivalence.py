@@ -43,10 +43,10 @@ def _assert_same(split: nn.Module, reference: nn.Module, initial: nn.Module) -> 
     (equal parameters that never trained would prove nothing)."""
     names = [n for n, _ in split.named_parameters()]
     assert names and names == [n for n, _ in reference.named_parameters()]
-    for (name, p), q, p0 in zip(split.named_parameters(), reference.parameters(), initial.parameters()):
+    for (name, p), q in zip(split.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=f"{name} differs")
     # Every weight trains (a convolution's bias before batch norm gets no gradient, so biases may not).
-    still = [n for (n, p), p0 in zip(split.named_parameters(), initial.parameters())
+    still = [n for (n, p), p0 in zip(split.named_parameters(), initial.parameters(), strict=True)
              if n.endswith("weight") and torch.equal(p, p0)]
     assert not still, f"weights that never trained: {still}"
 

@@ -13,8 +13,8 @@ from medsplit.engine.metrics import roc_auc, task_loss, task_metrics
 
 
 def _brute_auc(y, s):
-    pos = [si for yi, si in zip(y, s) if yi]
-    neg = [si for yi, si in zip(y, s) if not yi]
+    pos = [si for yi, si in zip(y, s, strict=True) if yi]
+    neg = [si for yi, si in zip(y, s, strict=True) if not yi]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
     return wins / (len(pos) * len(neg))
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from sites.cli import main
-from medsplit.runstore import RunStore, StepLog
 from medsplit.errors import ConfigError
+from medsplit.runstore import RunStore, StepLog
+from sites.cli import main
 
 
 def test_write_and_read_back(tmp_path):

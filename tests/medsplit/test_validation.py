@@ -6,8 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from medsplit import (DataError, Party, Segment, SiteData, SplitTrainer, Task, TensorTable, Topology,
-                      TopologyError, compile_topology)
+from medsplit import (
+    DataError,
+    Party,
+    Segment,
+    SiteData,
+    SplitTrainer,
+    Task,
+    TensorTable,
+    Topology,
+    TopologyError,
+    compile_topology,
+)
 
 
 def _lin(i: int = 4, o: int = 4) -> nn.Module:
@@ -62,7 +72,8 @@ def test_labels_elsewhere_without_sharing_is_refused():
 def test_mismatched_cut_shapes_are_refused():
     segs = [Segment("site.enc", "site", _lin(6, 4), ("data:x",)),
             Segment("server.head", "server", _lin(5, 1), ("site.enc",))]
-    with pytest.raises(TopologyError, match="(?s)segment .server.head.*per-sample shape \\(4,\\).*cut shapes do not match"):
+    with pytest.raises(TopologyError,
+                       match="(?s)segment .server.head.*per-sample shape \\(4,\\).*cut shapes do not match"):
         compile_topology(Topology(**_base(segments=segs)))
 
 

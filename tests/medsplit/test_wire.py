@@ -7,11 +7,21 @@ import dataclasses
 import pytest
 import torch
 
-from medsplit import (Kind, Message, MockTransport, PeerTimeout, PresetConfig, PrivacyError, ProtocolError,
-                      SplitTrainer, build_preset, preset_data)
-from medsplit.wire.meter import Meter
+from medsplit import (
+    Kind,
+    Message,
+    MockTransport,
+    PeerTimeout,
+    PresetConfig,
+    PrivacyError,
+    ProtocolError,
+    SplitTrainer,
+    build_preset,
+    preset_data,
+)
 from medsplit.transport import LocalTransport
 from medsplit.wire import Expect, Wire
+from medsplit.wire.meter import Meter
 
 
 def _trainer(handler, executor="sequential", timeout=5.0, preset="vanilla"):

@@ -40,7 +40,7 @@ def test_gloo_processes_equal_the_in_process_run(tmp_path, case):
     # One session: no party failed, so nothing was resumed (a resume re-draws the data augmentation).
     assert nodes["session"] == 1, (tmp_path / "nodes" / "logs" / "server.log").read_text()
     assert [h["epoch"] for h in nodes["history"]] == [1, 2]
-    for a, b in zip(local["history"], nodes["history"]):
+    for a, b in zip(local["history"], nodes["history"], strict=True):
         assert a["metrics"].keys() == b["metrics"].keys()
         for task in a["metrics"]:
             for name, value in a["metrics"][task].items():

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from sites.cohort import demo_experiment
-from sites.cli import main
 from medsplit.config.experiment import load_experiment
 from medsplit.engine.metrics import roc_auc
+from sites.cli import main
+from sites.cohort import demo_experiment
 
 
 def _labels(cohort_dir, site):

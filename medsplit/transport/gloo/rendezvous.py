@@ -12,7 +12,7 @@ import time
 import uuid
 
 import torch
-from torch.distributed import PrefixStore, ProcessGroupGloo, TCPStore  # type: ignore[attr-defined]
+from torch.distributed import PrefixStore, ProcessGroupGloo, TCPStore
 
 from ...errors import TransportError
 from ..secure import FRAME, Channel, PairContext, Trust, handshake

@@ -33,13 +33,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch.distributed import TCPStore
 
 from ...errors import AuthenticationError, ConfigError, MedsplitError, ProtocolError, TransportError
 from ...wire.message import Message
-from ..base import NetworkTransport, wait_on_mailbox
+from ..base import NetworkTransport, Store, wait_on_mailbox
 from ..header import DEFAULT_MAX_BYTES, Header, NameTable, encode
 from ..inbox import ControlInbox, encode_control
 from ..secure import PairContext, Trust
@@ -147,7 +147,7 @@ class GlooTransport(NetworkTransport):
         rank = 0 if self.party == a else 1
         # Its own store connection: a client blocks in wait() while holding its connection, and the pairs
         # rendezvous in parallel.
-        store = self._store.clone()
+        store = self._store.clone()  # type: ignore[attr-defined]  # TCPStore.clone exists; stubs lag
         store.set_timeout(td(timeout))
         generation = choose_generation(store, pair_key, self.party, self._token, self._established.get(peer))
         store.set(f"{pair_key}/gen{generation}/joined/{self.party}", self._token)
@@ -244,9 +244,9 @@ class GlooTransport(NetworkTransport):
             self._retire(old, reason)
 
     @property
-    def store(self) -> TCPStore:
+    def store(self) -> Store:
         """The rendezvous store (hosted here or by the host); after a host restart, its new store."""
-        return self._store
+        return cast(Store, self._store)
 
     def refresh_store(self) -> None:
         """Reaches the host's store again if it went away (the host restarted); raises if it cannot."""

@@ -300,8 +300,8 @@ def test_dump_refuses_what_would_not_load(tmp_path):
 def test_same_seed_same_initial_weights():
     a = parse_experiment(_vertical()).build_topology()
     b = parse_experiment(_vertical()).build_topology()
-    for sa, sb in zip(a.segments, b.segments):
-        for pa, pb in zip(sa.module.parameters(), sb.module.parameters()):
+    for sa, sb in zip(a.segments, b.segments, strict=True):
+        for pa, pb in zip(sa.module.parameters(), sb.module.parameters(), strict=True):
             assert pa.equal(pb)
 
 

@@ -18,7 +18,8 @@ def _sites_with_unrelated_encoders(schedule: str, n: int = 3) -> Topology:
     server = Segment("server.head", "server", torch.nn.Sequential(mlp(8, (), 8, final_activation=True), head(8)),
                      tuple(e.name for e in encoders), merge="route")
     return Topology("mine", [Party(s, data={"image": (1, 16, 16)}, labels=("y",)) for s in sites]
-                    + [Party("server", "server")], encoders + [server], [Task("t", "server.head", "y", share_labels=True)],
+                    + [Party("server", "server")], encoders + [server],
+                    [Task("t", "server.head", "y", share_labels=True)],
                     schedule=schedule, replicas=[tuple(e.name for e in encoders)],
                     aggregator="server" if schedule == "parallel" else None)
 
