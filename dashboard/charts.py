@@ -22,7 +22,7 @@ def _long(df: pd.DataFrame, x: str, series: Sequence[str]) -> pd.DataFrame:
 
 
 def lines(df: pd.DataFrame, x: str, series: Sequence[str], *, x_title: str, y_title: str, points: bool = True,
-          height: int = 260) -> alt.Chart:
+          height: int = 260) -> alt.LayerChart | alt.FacetChart:
     """One line per column of ``series`` against ``x``; every line has its own colour and marker (so that a
     one-point line still shows), validation series are dashed; the y-axis spans the data, not 0 to max."""
     long = _long(df, x, series)
@@ -46,7 +46,8 @@ def lines(df: pd.DataFrame, x: str, series: Sequence[str], *, x_title: str, y_ti
     return alt.layer(*layers).properties(height=height)
 
 
-def bars(df: pd.DataFrame, x: str, y: str, *, x_title: str, y_title: str, height: int = 220) -> alt.Chart:
+def bars(df: pd.DataFrame, x: str, y: str, *, x_title: str, y_title: str,
+         height: int = 220) -> alt.LayerChart | alt.FacetChart:
     """Bars of ``y`` by ``x`` (a category or an epoch), each labelled with its value."""
     base = alt.Chart(df).encode(x=alt.X(f"{x}:O", title=x_title, sort=None), y=alt.Y(f"{y}:Q", title=y_title),
                                 tooltip=[x, alt.Tooltip(f"{y}:Q", format=".4~g")])

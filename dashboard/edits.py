@@ -55,17 +55,18 @@ def get(data: Any, path: tuple) -> Any:
 
 def put(data: dict, path: tuple, new: Any) -> None:
     """Set ``path`` (keys and list indices) to ``new``, creating mappings on the way; DROP removes the key."""
+    node: dict | list = data
     for part in path[:-1]:
-        nxt = data[part] if isinstance(data, list) else data.get(part)
+        nxt = node[part] if isinstance(node, list) else node.get(part)
         if not isinstance(nxt, (dict, list)):
             nxt = {}
-            data[part] = nxt
-        data = nxt
+            node[part] = nxt
+        node = nxt
     if new is DROP:
-        if isinstance(data, dict):
-            data.pop(path[-1], None)
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
     else:
-        data[path[-1]] = new
+        node[path[-1]] = new
 
 
 def sites(data: dict) -> list:
@@ -88,7 +89,8 @@ def _kind_label(spec: Any) -> str:
 
 def widget_values(data: dict) -> dict[str, Any]:
     """What every widget of the form shows for ``data``, by widget key."""
-    topo = data.get("topology") if isinstance(data.get("topology"), dict) else {}
+    found = data.get("topology")
+    topo: dict = found if isinstance(found, dict) else {}
     out: dict[str, Any] = {"t_name": show(data.get("experiment")), "t_seed": show(data.get("seed")),
                            "t_preset": str(topo.get("preset") or "")}
     for name in ("epochs", "batch_size", "lr"):
@@ -105,7 +107,8 @@ def widget_values(data: dict) -> dict[str, Any]:
                     f"t_s{i}_config": show(site.get("config"))})
         for j, (key, spec) in enumerate(mods(site).items()):
             spec = spec if isinstance(spec, dict) else {}
-            enc = spec.get("encoder") if isinstance(spec.get("encoder"), dict) else {}
+            found = spec.get("encoder")
+            enc: dict = found if isinstance(found, dict) else {}
             out.update({f"t_s{i}_m{j}_key": str(key), f"t_s{i}_m{j}_kind": _kind_label(spec),
                         f"t_s{i}_m{j}_shape": show(spec.get("shape")),
                         f"t_s{i}_m{j}_enc": str(enc.get("kind") or "default"),
@@ -150,7 +153,8 @@ def set_preset(data: dict, new: str) -> None:
     """A preset reads its own knobs (the others would be refused): they are set to its defaults (values of knobs
     it shares with the old preset kept); sites stay when it takes as many, else its default sites come in."""
     spec, defaults = PRESETS[new], knob_defaults()
-    topo = data.get("topology") if isinstance(data.get("topology"), dict) else {}
+    found = data.get("topology")
+    topo: dict = found if isinstance(found, dict) else {}
     data["topology"] = {"preset": new, **{k: topo.get(k, defaults[k]) for k in spec.knobs}}
     if not spec.takes(len(sites(data))):
         data["sites"] = default_experiment(new)["sites"]

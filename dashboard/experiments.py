@@ -52,7 +52,7 @@ class Validation:
         return self.error is None
 
 
-def cli_error(exc: BaseException, command: str = "run") -> str:
+def cli_error(exc: BaseException | str, command: str = "run") -> str:
     """The error exactly as ``medsplit COMMAND`` prints it (see ``sites.cli.main``)."""
     return f"medsplit {command}: error: {exc}"
 

@@ -62,12 +62,12 @@ def topology_dot(plan: Plan, batch_size: int) -> str:
                 text = seg.split(".", 1)[-1] + (f"\nloss: {', '.join(heads)}" if heads else "")
                 out.append(f"    {_q(seg)} [label={_q(text)}];")
         out.append("  }")
-    for seg in plan.segments.values():
-        for key in seg.data_inputs:
-            out.append(f"  {_q(f'data:{seg.party}:{key}')} -> {_q(seg.name)} [color=\"#999999\"];")
-        for src in seg.segment_inputs:
-            if plan.segments[src].party == seg.party:
-                out.append(f"  {_q(src)} -> {_q(seg.name)} [color=\"#999999\"];")
+    for segment in plan.segments.values():
+        for key in segment.data_inputs:
+            out.append(f"  {_q(f'data:{segment.party}:{key}')} -> {_q(segment.name)} [color=\"#999999\"];")
+        for src in segment.segment_inputs:
+            if plan.segments[src].party == segment.party:
+                out.append(f"  {_q(src)} -> {_q(segment.name)} [color=\"#999999\"];")
     for e in plan.edges.values():
         per_step = 4 * batch_size * math.prod(e.shape)
         label = f"{(batch_size, *e.shape)}\n{fmt_bytes(per_step)}/step each way"
@@ -110,8 +110,10 @@ def _first_segment(plan: Plan, party: str) -> str | None:
 def sketch_dot(data: Mapping[str, Any], key: str | None, problem: str) -> str:
     """The design as written (sites, their data, the server), not compiled: the engine refused it. The element
     ``key`` points at (a site, one of its data keys, the topology) is red and carries ``problem``."""
-    sites = data.get("sites") if isinstance(data.get("sites"), list) else []
-    topo = data.get("topology") if isinstance(data.get("topology"), Mapping) else {}
+    found = data.get("sites")
+    sites: list[Any] = found if isinstance(found, list) else []
+    found = data.get("topology")
+    topo: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     m = re.match(r"sites\[(\d+)\](?:\.modalities\.([^.\[]+))?", key or "")
     bad_site, bad_key = (int(m.group(1)), m.group(2)) if m else (None, None)
     short = problem if len(problem) <= 90 else problem[:87] + "..."
@@ -128,7 +130,8 @@ def sketch_dot(data: Mapping[str, Any], key: str | None, problem: str) -> str:
                 f"    label={_q(f'{name} ({party})' + (chr(10) + short if faulty else ''))}; style=\"rounded,filled\"; "
                 f"fillcolor={_q('#fbe9e7' if faulty else _FILL['site'])}; color={_q(line)}; "
                 f"fontcolor={_q(_FAULT if faulty else 'black')}; penwidth={3 if faulty else 1};"]
-        mods = site.get("modalities") if isinstance(site.get("modalities"), Mapping) else {}
+        found = site.get("modalities")
+        mods: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         for k, spec in mods.items():
             spec = spec if isinstance(spec, Mapping) else {}
             wrong = bad_site == i and bad_key == k
@@ -138,13 +141,13 @@ def sketch_dot(data: Mapping[str, Any], key: str | None, problem: str) -> str:
         if not mods:
             out.append(f"    {_q(f's{i}:none')} [label=\"no data\", shape=note];")
         out.append("  }")
-    faulty = bool(key) and (key.startswith("topology") or key == "sites")
+    faulty = bool(key and (key.startswith("topology") or key == "sites"))
     label = f"server\n{topo.get('preset') or 'preset?'}" + (f"\n{short}" if faulty else "")
     style = f', color={_q(_FAULT)}, fontcolor={_q(_FAULT)}, penwidth=3' if faulty else ""
     out.append(f"  server [label={_q(label)}, fillcolor={_q(_FILL['server'])}{style}];")
     for i, site in enumerate(sites):
-        mods = site.get("modalities") if isinstance(site, Mapping) and isinstance(site.get("modalities"), Mapping) \
-            else {}
+        found = site.get("modalities") if isinstance(site, Mapping) else None
+        mods = found if isinstance(found, Mapping) else {}
         first = next(iter(mods), "none")
         out.append(f'  {_q(f"s{i}:{first}")} -> server [style=dashed, color="#999999"];')
     out.append("}")

@@ -79,8 +79,10 @@ def start(design: Mapping[str, Any], run_dir: str | Path, *, transport: str, pat
     job = {"design": dict(design), "transport": transport, "patients": int(patients), "seed": int(seed),
            "resume": False}
     (run_dir / JOB_FILE).write_text(json.dumps(job, indent=2))
-    topo = design.get("topology") if isinstance(design.get("topology"), Mapping) else {}
-    training = design.get("training") if isinstance(design.get("training"), Mapping) else {}
+    found = design.get("topology")
+    topo: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    found = design.get("training")
+    training: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     with RunStore(run_dir) as store:  # listed at once, as queued, while its data is being written
         store.set_info(name=run_dir.name, preset=topo.get("preset") or topo.get("factory"), transport=transport,
                        epochs=training.get("epochs", 5), seed=design.get("seed", 0), nopeek=topo.get("nopeek", 0.0),

@@ -15,11 +15,10 @@ REPORTS_DIR = "reports"  # <run dir>/reports/<site>.json, as `medsplit data chec
 _FIELDS = ("site", "found", "loaded", "rejected", "shapes", "label_balance", "duplicates", "splits", "modalities")
 
 
-def report_counts(report: Mapping[str, Any]) -> dict[str, Any]:
+def report_counts(report: DataReport | Mapping[str, Any]) -> dict[str, Any]:
     """Counts from a site's report (a DataReport or its ``to_dict()``), after ``DataReport.redacted()``."""
-    if not isinstance(report, DataReport):
-        report = DataReport(**{k: report[k] for k in _FIELDS if k in report})
-    safe = report.redacted()
+    full = report if isinstance(report, DataReport) else DataReport(**{k: report[k] for k in _FIELDS if k in report})
+    safe = full.redacted()
     return {"site": safe.site, "found": int(safe.found), "loaded": int(safe.loaded), "rejected": len(safe.rejected),
             "rejected by reason": safe.reasons(), "split": dict(safe.splits),
             "label balance": {k: dict(v) for k, v in safe.label_balance.items()},

@@ -261,7 +261,7 @@ def transfers(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not run.flows.empty:
         latest = run.flows.sort_values("ts").groupby(["src", "dst", "edge", "kind", "phase"], as_index=False).last()
         for key, g in latest.groupby(["src", "dst", "edge", "kind"]):
-            measured[key] = (int(g["count"].sum()), int(g["bytes"].sum()))  # type: ignore[index]
+            measured[key] = (int(g["count"].sum()), int(g["bytes"].sum()))
     rows, undeclared, matched = [], [], set()
     for (src, dst, edge, kind), (count, size) in sorted(measured.items()):
         i = _declared(declared, src, dst, edge, kind)

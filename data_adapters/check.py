@@ -88,6 +88,7 @@ def _build_report(config: Path | None, folder: Path | None, modality: str | None
             raise ConfigError("--modality is read from the site YAML when --config is given",
                               hint="drop --modality, or check a bare folder instead")
         return open_site_data(load_site_config(config))[1]
+    assert folder is not None  # exactly one of config and folder is given (checked above)
     from .dicom import DICOM_MODALITIES
 
     if not modality or modality.upper() not in DICOM_MODALITIES:

@@ -236,7 +236,7 @@ class SiteDicomReader(PydicomReader):
         self.strict_modality = strict_modality
         self.decode_count = 0  # how many times pixel data was decoded (the cache tests read it)
 
-    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         return True  # the caller chose this reader; inspect_dicom decides what is usable
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
@@ -252,7 +252,8 @@ class SiteDicomReader(PydicomReader):
             self.filenames = [slices[0][1]]
             return slices[0][0]
         self.has_series = True
-        self.filenames = [[name for _, name in slices]]
+        # a series is one list of slice names, as MONAI's own reader stores it (its annotation says a flat list)
+        self.filenames = [[name for _, name in slices]]  # type: ignore[list-item]
         return [ds for ds, _ in slices]
 
     def _read_series(self, files: list[Path], where: str) -> list[tuple[Dataset, str]]:
@@ -353,18 +354,23 @@ def _series_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def _slice_positions(slices: list[tuple[Dataset, str]]) -> list[float] | None:
+    """Each slice's position along its normal; None when a slice lacks its position or orientation."""
+    positions: list[float] = []
+    for ds, _ in slices:
+        ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+        if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
+            return None
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        positions.append(float(np.dot(normal, np.asarray(ipp, float))))
+    return positions
+
+
 def _order_slices(slices: list[tuple[Dataset, str]], where: str) -> list[tuple[Dataset, str]]:
     """Sort by position along the slice normal; MONAI sorts by InstanceNumber, which exports often renumber."""
     if len(slices) == 1:
         return slices
-    positions = []
-    for ds, _ in slices:
-        ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-        if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
-            positions = None
-            break
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        positions.append(float(np.dot(normal, np.asarray(ipp, float))))
+    positions = _slice_positions(slices)
     if positions is None:
         ordered = sorted(slices, key=lambda s: int(s[0].get("InstanceNumber", 0) or 0))
         step = float(ordered[0][0].get("SliceThickness", 1.0) or 1.0)
@@ -395,13 +401,16 @@ class LoadDicomd(LoadImaged):
     def __init__(self, keys: str | Sequence[str], modality: str | None = None, *, strict_modality: bool = True) -> None:
         self.site_reader = SiteDicomReader(modality, strict_modality=strict_modality)
         with quiet_monai_loader():
-            super().__init__(keys, reader=self.site_reader, image_only=True, dtype=np.float32)
+            # MONAI annotates `reader` as a class or a name, but documents and accepts a reader instance too
+            super().__init__(keys, reader=self.site_reader, image_only=True,  # type: ignore[arg-type]
+                             dtype=np.float32)
 
     def __call__(self, data: Any, reader: Any = None) -> Any:
         return super().__call__(data, reader or self.site_reader)
 
 
-def classify_exception(exc: BaseException, path: str | os.PathLike | None = None) -> Rejected:
+def classify_exception(exc: BaseException,
+                       path: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> Rejected:
     """Map any failure while loading one record to a ``Rejected`` with a reason from ``REJECT_REASONS``."""
     chain: list[BaseException] = []
     e: BaseException | None = exc

@@ -16,7 +16,7 @@ from medsplit.errors import DataError
 
 from .batches import DatasetSource
 from .config import DicomModality, SiteConfig, TableModality
-from .ehr import PreparedTable, prepare_table
+from .ehr import PreparedTable, TableDataset, prepare_table
 from .imaging import ImagingDataset, PreparedImaging, prepare_imaging
 from .labels import LabelSpec, label_tensor, parse_label_values
 from .manifest import ImageRecord, discover_studies, read_manifest
@@ -38,7 +38,7 @@ class SiteDataset(torch.utils.data.Dataset):
         self.row_ids = list(row_ids)
         self.train = train
         self._site = data
-        self._parts = []
+        self._parts: list[ImagingDataset | TableDataset] = []
         for prep in data.prepared.values():
             if isinstance(prep, PreparedImaging):
                 self._parts.append(prep.dataset(self.row_ids, train=train))
@@ -138,6 +138,7 @@ def open_site_data(cfg: SiteConfig) -> tuple[SiteFiles, DataReport]:
     prepared: dict[str, PreparedImaging | PreparedTable] = {}
     label_values: dict[str, dict[str, float]] = {}
 
+    prep: PreparedImaging | PreparedTable
     for key, m in cfg.modalities.items():
         own = cfg.labels_of(key)
         if isinstance(m, DicomModality):

@@ -147,6 +147,7 @@ def synth_cohort(out: str | os.PathLike, *, sites: int = 3, patients: int = 200,
         site_dir = out / name
         site_dir.mkdir(parents=True, exist_ok=True)
         pts = [cohort[pid] for pid in held[name]]
+        roles: tuple[str, ...]
         if layout == "horizontal":
             roles, modality = ("image", "ehr"), image_modality
         else:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsplit.config.experiment import Experiment, TaskEntry
+from medsplit.config.experiment import Experiment
 from medsplit.config.loader import config_error, load_yaml, validate
+from medsplit.config.sections import TaskEntry
 
 from .site_schema import DicomFile, LabelFile, SiteFile, TableFile
 from .synth import image_pipeline

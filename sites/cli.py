@@ -400,6 +400,7 @@ def _run(args: argparse.Namespace) -> int:
             summary = run_in_process(exp, transport=args.transport, run_dir=run_dir, executor=args.executor,
                                      progress=not args.quiet and sys.stderr.isatty(), resume=args.resume)
         else:
+            assert exp.path is not None  # load_experiment records the file it read
             summary = run_processes(exp.path, transport=args.transport, run_dir=run_dir, fresh=not args.resume,
                                     share_imports=args.share_imports)
     except MedsplitError as exc:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -94,14 +95,14 @@ def demo_experiment(preset: str, *, sites: int, patients: int, seed: int, root: 
     # The cohort's sites with the data and labels the preset's own study uses (PRESETS' site_data); the rest is
     # this demo's (a cohort cached by an older version may carry keys the experiment no longer accepts).
     layout = spec.site_data(len(parties))
-    sites = []
+    entries: list[dict[str, Any]] = []
     for site, party in zip(cohort["sites"], parties, strict=False):
         keys, labels = layout[party]
-        sites.append({"name": site["name"], "config": site["config"], "party": party,
+        entries.append({"name": site["name"], "config": site["config"], "party": party,
                       "modalities": {k: m for k, m in site["modalities"].items() if k in keys},
                       "labels": [label for label in site.get("labels", []) if label in labels]})
     data = {"experiment": f"demo-{preset}-seed{seed}", "seed": seed, "topology": {"preset": preset, **(topology or {})},
-            "training": dict(training or {}), "sites": sites}
+            "training": dict(training or {}), "sites": entries}
     path = out / f"demo-{preset}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

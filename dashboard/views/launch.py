@@ -61,9 +61,12 @@ def _start(plan_args: dict) -> None:
 def _start_form(places: Places) -> None:
     draft, verdict = topology.current()
     data = draft.data
-    topo = data.get("topology") if isinstance(data.get("topology"), dict) else {}
-    training = data.get("training") if isinstance(data.get("training"), dict) else {}
-    sites = data.get("sites") if isinstance(data.get("sites"), list) else []
+    found = data.get("topology")
+    topo: dict = found if isinstance(found, dict) else {}
+    found = data.get("training")
+    training: dict = found if isinstance(found, dict) else {}
+    found = data.get("sites")
+    sites: list = found if isinstance(found, list) else []
     st.markdown(f"Design **{draft.name}** (experiment `{data.get('experiment')}`): preset `{topo.get('preset')}`, "
                 f"{len(sites)} site(s), {training.get('epochs', 5)} epochs, batch {training.get('batch_size', 32)}.")
     if not verdict.ok:

@@ -206,7 +206,8 @@ def _sites_form(data: dict) -> None:
 
 def _knobs_form(data: dict) -> None:
     """A widget for each knob the preset reads (PresetSpec.knobs); an unknown preset shows the knobs it sets."""
-    topo = data.get("topology") if isinstance(data.get("topology"), dict) else {}
+    found = data.get("topology")
+    topo: dict = found if isinstance(found, dict) else {}
     preset = topo.get("preset")
     knobs = PRESETS[preset].knobs if preset in PRESETS else tuple(k for k in KNOBS if k in topo)
     c = iter(st.columns(4) + st.columns(4))
@@ -241,33 +242,33 @@ def _training_form() -> None:
 
 
 def _verdict(v: Validation, data: dict, batch: Any) -> None:
-    if v.ok and not v.flags:
-        plan = v.plan
+    if v.error is not None:  # not v.ok: the engine refused it
+        st.error(v.error)
+        problem = v.error.removeprefix("medsplit run: error: ").split("\n")[0]
+        st.graphviz_chart(sketch_dot(data, v.key, problem))
+        return
+    experiment, plan = v.experiment, v.plan
+    assert experiment is not None and plan is not None  # validate() gives both when it has no error
+    if not v.flags:
         st.success(f"Valid: {len(plan.parties)} parties, {len(plan.segments)} segments, {len(plan.edges)} cut edges, "
                    f"{len(plan.label_flows)} label flows (checked by the engine's parse_experiment and "
                    "compile_topology, as `medsplit run` does).")
-    elif v.ok:
+    else:
         st.warning("Valid for the engine, but flagged: " + " / ".join(v.flags), icon=":material/flag:")
-    else:
-        st.error(v.error)
-    if v.ok:
-        for warning in label_warnings(v.experiment, v.plan):
-            st.warning(warning)
-        st.graphviz_chart(topology_dot(v.plan, int(batch)))
-        rows = cut_rows(v.plan, int(batch))
-        if rows:
-            table = pd.DataFrame(rows)
-            for col in ("activations / step", "gradients / step"):
-                table[col] = [f"{fmt_bytes(b)} ({b:,} B)" for b in table[col]]
-            st.markdown("**Cut edges** (bytes per step = shape × batch size × 4 bytes, float32)")
-            st.dataframe(table, hide_index=True)
-        st.markdown("**Where the labels live**")
-        st.dataframe(pd.DataFrame(label_rows(v.plan)), hide_index=True)
-        with st.expander("The engine's description"):
-            st.code(v.plan.describe(), language=None)
-    else:
-        problem = v.error.removeprefix("medsplit run: error: ").split("\n")[0]
-        st.graphviz_chart(sketch_dot(data, v.key, problem))
+    for warning in label_warnings(experiment, plan):
+        st.warning(warning)
+    st.graphviz_chart(topology_dot(plan, int(batch)))
+    rows = cut_rows(plan, int(batch))
+    if rows:
+        table = pd.DataFrame(rows)
+        for col in ("activations / step", "gradients / step"):
+            table[col] = [f"{fmt_bytes(b)} ({b:,} B)" for b in table[col]]
+        st.markdown("**Cut edges** (bytes per step = shape × batch size × 4 bytes, float32)")
+        st.dataframe(table, hide_index=True)
+    st.markdown("**Where the labels live**")
+    st.dataframe(pd.DataFrame(label_rows(plan)), hide_index=True)
+    with st.expander("The engine's description"):
+        st.code(plan.describe(), language=None)
 
 
 def render(places: Places) -> None:
@@ -301,13 +302,19 @@ def render(places: Places) -> None:
 
 
 def _new_design() -> None:
-    preset = ss.get("t_preset") if ss.get("t_preset") in PRESETS else "vertical"
+    chosen = ss.get("t_preset")
+    preset = chosen if isinstance(chosen, str) and chosen in PRESETS else "vertical"
     store = designs()
     draft = store.write(_unique(store, f"{preset}-study"), default_experiment(preset))
     ss["t_design"], ss["t_rev"] = draft.name, None
 
 
 # --- YAML: export, load, edit ----------------------------------------------------------------------------
+
+
+def _replace(design: dict, data: dict) -> None:
+    design.clear()
+    design.update(data)
 
 
 def _load(root: Path) -> None:
@@ -318,7 +325,7 @@ def _load(root: Path) -> None:
     except (OSError, MedsplitError) as exc:
         ss["t_msg"] = ("error", f"cannot load {path}: {exc}")
         return
-    _edit(lambda d: (d.clear(), d.update(data)), source=str(where))
+    _edit(lambda d: _replace(d, data), source=str(where))
     ss["t_msg"] = ("success", f"loaded {path}")
 
 
@@ -338,7 +345,7 @@ def _apply_text() -> None:
     except MedsplitError as exc:
         ss["t_msg"] = ("error", str(exc))
         return
-    _edit(lambda d: (d.clear(), d.update(data)))
+    _edit(lambda d: _replace(d, data))
 
 
 def _yaml_tools(draft: Draft, root: Path) -> None:

@@ -8,59 +8,26 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
 from typing import Any, get_args
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..align.fingerprint import check_fingerprints
-from ..errors import DataError, ProtocolError
+from ..errors import DataError
 from ..plan.plan import Action, Op, Plan, edge_name, merge_inputs
 from ..topology.defenses import distance_correlation
 from ..wire import Kind, Message, Wire
 from .metrics import task_loss, task_metrics
+from .step_state import OptimizerFactory, StepState, default_optimizer, joined
 from .units import FINGERPRINT_KEY, Batch, Unit, flat_state, load_batch, load_flat_state, party_device, split_batch
 
 __all__ = ["PartyRunner", "Unit", "OptimizerFactory", "default_optimizer", "load_batch", "FINGERPRINT_KEY",
            "flat_state", "load_flat_state", "party_device"]
 
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-
-
-def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=1e-3)
-
-
-@dataclass
-class _StepState:
-    """Everything one step leaves at a party; dropped when the party updates, so steps never mix.
-
-    A pipelined step keeps one per micro-batch: micro-batch 0's holds those of 1, 2, ... in ``micros``.
-    """
-
-    batch: Batch = field(default_factory=dict)
-    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
-    raw: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    leaves: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
-    received: dict[str, torch.Tensor] = field(default_factory=dict)
-    out_grads: dict[str, torch.Tensor] = field(default_factory=dict)
-    fingerprints: dict[str, str] = field(default_factory=dict)
-    losses: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
-    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
-    rows: int | None = None
-    batch_rows: int = 0  # a pipelined step's rows (a micro-batch's loss counts for its share of them); else 0
-    micros: list[_StepState] = field(default_factory=list)
-
-
 _HANDLERS = {a: f"_{a}" for a in get_args(Action)}  # looked up per op, so a test can still spy on one
-
-
-def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 class PartyRunner:
@@ -82,7 +49,7 @@ class PartyRunner:
                          for i, g in enumerate(plan.topology.replicas)}
         self._cut_sources = {e.src for e in plan.edges.values()}
         self._task_labels: dict[str, list[str]] = {}
-        self._state: dict[int, _StepState] = {}
+        self._state: dict[int, StepState] = {}
         self._weights_in: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
         self._averaged: dict[int, torch.Tensor] = {}
         self._round_averaged = False
@@ -95,7 +62,6 @@ class PartyRunner:
         self.compute_seconds = 0.0
         self._flops = 0
 
-    # --- units -------------------------------------------------------------------------------------
 
     def unit_ops(self, unit: Unit) -> Generator[Op, None, None]:
         """Executes this party's ops of ``unit`` in order, yielding after each one.
@@ -126,14 +92,14 @@ class PartyRunner:
         if self.device.type != "cpu":
             batch = {k: v if k == FINGERPRINT_KEY else v.to(self.device, non_blocking=True) for k, v in batch.items()}
         if micro_batches == 1:
-            self._state[step] = _StepState(batch=batch)
+            self._state[step] = StepState(batch=batch)
             return
         parts = split_batch(batch, micro_batches) if batch else [{} for _ in range(micro_batches)]
-        first = _StepState(batch=parts[0], batch_rows=batch_rows)
-        first.micros = [_StepState(batch=b, batch_rows=batch_rows) for b in parts[1:]]
+        first = StepState(batch=parts[0], batch_rows=batch_rows)
+        first.micros = [StepState(batch=b, batch_rows=batch_rows) for b in parts[1:]]
         self._state[step] = first
 
-    def _st(self, step: int, micro: int) -> _StepState:
+    def _st(self, step: int, micro: int) -> StepState:
         st = self._state[step]
         return st.micros[micro - 1] if micro else st
 
@@ -158,7 +124,6 @@ class PartyRunner:
         if op.action not in ("send", "recv"):
             self.compute_seconds += time.perf_counter() - t0
 
-    # --- ops ---------------------------------------------------------------------------------------
 
     def _forward(self, op: Op, step: int, phase: str) -> None:
         st = self._st(step, op.micro)
@@ -184,7 +149,7 @@ class PartyRunner:
                 x.requires_grad_(True)
                 st.leaves[(seg.name, src)] = x
             xs.append(x)
-        self._check_rows(st, step, xs[0].shape[0], f"segment '{seg.name}'")
+        st.check_rows(self.name, step, xs[0].shape[0], f"segment '{seg.name}'")
         with torch.set_grad_enabled(train):
             out = self.modules[seg.name](merge_inputs(xs, seg.merge))
             for defense in seg.defenses:  # what leaves is the defended cut (noise, clipping), in every phase
@@ -194,7 +159,7 @@ class PartyRunner:
             st.raw[seg.name] = raw
             # dCor of every cut that leaves a site, on validation data, whether a defense is on or not.
             if phase == "eval" and seg.name in self._cut_sources and out.shape[0] > 1:
-                self.eval_dcor[seg.name].append(float(distance_correlation(_joined(raw), out.detach())))
+                self.eval_dcor[seg.name].append(float(distance_correlation(joined(raw), out.detach())))
 
     def _send(self, op: Op, step: int, phase: str) -> None:
         st = self._st(step, op.micro)
@@ -252,7 +217,7 @@ class PartyRunner:
             tensor = tensor.to(self.device, non_blocking=True)
         if op.kind is Kind.ACTIVATION:
             edge = self.plan.edges[op.target]
-            self._check_rows(st, step, tensor.shape[0], f"edge '{edge.name}' from '{edge.src_party}'")
+            st.check_rows(self.name, step, tensor.shape[0], f"edge '{edge.name}' from '{edge.src_party}'")
             st.received[op.target] = tensor
             if phase == "train":
                 self.rows_seen[edge.src_party] += int(tensor.shape[0])
@@ -264,7 +229,7 @@ class PartyRunner:
             self.predictions[pred.task].append(tensor)
         else:
             label = self.plan.label_flows[op.target]
-            self._check_rows(st, step, tensor.shape[0], f"labels '{label.label}' from '{label.src}'")
+            st.check_rows(self.name, step, tensor.shape[0], f"labels '{label.label}' from '{label.src}'")
             st.batch[label.label] = tensor
 
     def _loss(self, op: Op, step: int, phase: str) -> None:
@@ -303,7 +268,7 @@ class PartyRunner:
             leaf = st.leaves.get((consumer, seg.name))
             if leaf is not None and self.plan.segments[consumer].party == self.name and leaf.grad is not None:
                 grad = leaf.grad if grad is None else grad + leaf.grad
-        raw = _joined(st.raw[seg.name]) if seg.name in st.raw else None
+        raw = joined(st.raw[seg.name]) if seg.name in st.raw else None
         roots: list[torch.Tensor] = []
         grads: list[torch.Tensor | None] = []
         if grad is not None:
@@ -359,15 +324,14 @@ class PartyRunner:
             self.eval_dcor = defaultdict(list, kept)
             self._finish(step, "eval")
 
-    # --- helpers -----------------------------------------------------------------------------------
 
-    def _labels(self, st: _StepState, label: str, step: int) -> torch.Tensor:
+    def _labels(self, st: StepState, label: str, step: int) -> torch.Tensor:
         if label not in st.batch:
             raise DataError(f"party '{self.name}' has no labels '{label}' at step {step}",
                             hint="the labels' owner must provide the label column in its data")
         return st.batch[label]
 
-    def _defended_labels(self, st: _StepState, segment: str) -> torch.Tensor | None:
+    def _defended_labels(self, st: StepState, segment: str) -> torch.Tensor | None:
         """The labels of the one task whose head is ``segment`` or after it at this party (for label defenses)."""
         if segment not in self._task_labels:
             below, todo = set(), [segment]
@@ -379,14 +343,6 @@ class PartyRunner:
         labels = self._task_labels[segment]
         return st.batch.get(labels[0]) if len(labels) == 1 else None
 
-    def _check_rows(self, st: _StepState, step: int, rows: int, what: str) -> None:
-        if st.rows is None:
-            st.rows = rows
-        elif st.rows != rows:
-            raise ProtocolError(f"party '{self.name}' at step {step}: {what} has {rows} rows, but this step "
-                                f"has {st.rows}", hint="the sites' batches are not aligned on the same patients")
-
-    # --- checkpoints -------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of this party: segments, optimizer, and the epoch's running numbers."""
@@ -410,7 +366,6 @@ class PartyRunner:
         self.compute_seconds = state["compute_seconds"]
         self._state.clear()
 
-    # --- metrics -----------------------------------------------------------------------------------
 
     def latest_losses(self) -> dict[str, float]:
         """The last training loss of each task this party computes (for progress lines)."""

@@ -142,7 +142,8 @@ def _check_tasks(topology: Topology, parties: dict[str, Party], segments: dict[s
         raise TopologyError(f"segments {idle} feed no task", hint="connect them to a head or remove them")
 
 
-def _infer_shapes(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment], order: list[str]) -> dict[str, Any]:
+def _infer_shapes(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment],
+                  order: list[str]) -> dict[str, Any]:
     """Run every local segment once on zeros (batch of 2, eval mode) to learn and check its output shape."""
     shapes: dict[str, tuple[int, ...]] = {}
     for name in order:
@@ -195,7 +196,8 @@ def _infer_shapes(topology: Topology, parties: dict[str, Party], segments: dict[
     return shapes
 
 
-def _check_cuts(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment], shapes: dict[str, Any]) -> None:
+def _check_cuts(topology: Topology, parties: dict[str, Party], segments: dict[str, Segment],
+                shapes: dict[str, Any]) -> None:
     for seg in topology.segments:
         for src in seg.segment_inputs:
             producer = segments[src]

@@ -8,8 +8,8 @@ rows turns indices into a batch.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..data import batch_order
 from ..errors import TopologyError

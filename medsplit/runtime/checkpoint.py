@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Set as AbstractSet
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,8 +26,8 @@ def _path(directory: Path, step: int) -> Path:
     return directory / f"step-{step:09d}.pt"
 
 
-def save_checkpoint(directory: str | os.PathLike[str], step: int, state: dict[str, Any], keep: AbstractSet[int] = frozenset()
-                    ) -> Path:
+def save_checkpoint(directory: str | os.PathLike[str], step: int, state: dict[str, Any],
+                    keep: AbstractSet[int] = frozenset()) -> Path:
     """Write ``state`` for ``step``; of the older ones, keep the newest KEEP and the steps in ``keep``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

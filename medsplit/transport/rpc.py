@@ -65,7 +65,7 @@ def _rendezvous(url: str, **_: object) -> Iterator[tuple[Any, int, int]]:
 
 
 try:
-    register_rendezvous_handler(_SCHEME, _rendezvous)  # type: ignore[no-untyped-call]
+    register_rendezvous_handler(_SCHEME, _rendezvous)  # type: ignore[no-untyped-call, unused-ignore]
 except RuntimeError:  # registered already (the module was loaded twice)
     pass
 
@@ -174,7 +174,7 @@ class RpcTransport(NetworkTransport):
             # Plain TCP: shared-memory and CUDA channels fail inside containers and are not needed for CPU.
             _transports=["uv"], _channels=["basic"])
         try:
-            rpc.init_rpc(self.party, rank=self.world.index(self.party),  # type: ignore[no-untyped-call]
+            rpc.init_rpc(self.party, rank=self.world.index(self.party),  # type: ignore[no-untyped-call, unused-ignore]
                          world_size=len(self.world), rpc_backend_options=opts)
         except Exception as exc:
             with _ACTIVE_LOCK:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,7 @@ def _until(what: str, check, timeout: float = 180.0, every: float = 0.25):
         time.sleep(every)
 
 
+@pytest.mark.timeout(900)  # a whole study's walk: three epochs, a stop and a resume, on two shared cores
 def test_design_launch_watch_stop_resume_compare(dashboard, tmp_path):
     chromium = _chromium()
     from playwright.sync_api import sync_playwright
@@ -152,6 +154,13 @@ def test_design_launch_watch_stop_resume_compare(dashboard, tmp_path):
             # resume from its checkpoints, to the end
             _section(page, "Launch", "Launch")
             page.get_by_role("button", name="Resume run").click(timeout=90_000)
+            try:
+                _until("the run to be queued again", lambda: RunStore(runs / "walk", readonly=True).info()["status"]
+                       in ("queued", "running", "completed"), timeout=60)
+            except AssertionError:
+                page.screenshot(path="/tmp/resume-fail.png", full_page=True)
+                (Path("/tmp/resume-fail.txt")).write_text(page.inner_text("body"))
+                raise
             page.get_by_text("Run status: completed").wait_for(timeout=300_000)
             info = RunStore(runs / "walk", readonly=True).info()
             assert info["status"] == "completed" and info["resumes"] == 1

@@ -10,6 +10,7 @@ import sys
 import yaml
 
 from dashboard import launcher
+from dashboard.cohorts import data_plan
 from dashboard.designs import Designs
 from dashboard.experiments import default_experiment
 from medsplit.config.experiment import load_experiment
@@ -65,17 +66,15 @@ def test_the_run_name_stays_in_the_runs_folder(app_in, tmp_path):
 def test_launch_says_what_data_it_writes_and_runs_the_design_as_written(app_in, tmp_path):
     root = tmp_path / "runs"
     design = default_experiment("vertical")
+    design["sites"][1]["modalities"]["ehr"]["shape"] = [15]  # the study's own shape: `synth --for` writes it
     Designs(root).write("vertical-study", design)
     at = app_in(root, page="launch")
     at.run()
-    assert any("runs the design on it as written" in i.value for i in at.info)
+    assert any("synthetic files for this design as written" in i.value for i in at.info)
     assert not at.button(key="b_start").disabled
-    design["sites"][1]["modalities"]["ehr"]["shape"] = [15]  # valid, but not what this install can synthesise
-    Designs(root).write("vertical-study", design)
-    at.run()
-    refusal = next(e.value for e in at.error if "cannot write data for this design" in e.value)
-    assert "site 'site_2' declares ehr as table [15]" in refusal and "does not swap in other data" in refusal
-    assert at.button(key="b_start").disabled
+    # an install whose synth writes only the fixed cohorts says why it cannot, rather than swap in other data
+    plan = data_plan(design, patients=100, seed=0, synth_for=False)
+    assert not plan.fits and "site 'site_2' declares ehr as table [15]" in " ".join(plan.problems)
 
 
 def test_a_batch_larger_than_the_cohort_is_refused_at_launch(app_in, tmp_path):

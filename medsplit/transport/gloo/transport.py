@@ -35,8 +35,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from torch.distributed import TCPStore
-
 from ...errors import AuthenticationError, ConfigError, MedsplitError, ProtocolError, TransportError
 from ...wire.message import Message
 from ..base import NetworkTransport, Store, wait_on_mailbox
