@@ -155,8 +155,9 @@ def test_compare_overlays_runs_and_tabulates_final_metrics(app, runs_root):
     assert not at.exception and not at.error
     assert sorted(at.multiselect(key="c_runs").value) == ["vanilla", "vertical"]
     assert at.selectbox(key="c_series").value == "val auc"
-    charts = _charts(at)
+    charts = [s for s in _charts(at) if "layer" in s]  # the metric and loss charts; then privacy against AUC
     assert len(charts) == 2 and all("point" in _marks(s) for s in charts)  # one line and markers per run
+    assert len(_charts(at)) == 3 and any(h.value == "Privacy against AUC" for h in at.subheader)
     table = at.dataframe[0].value.set_index("run")
     for name in ("vanilla", "vertical"):
         assert table.loc[name, "diagnosis val auc"] == round(_last(runs_root / name), 4)

@@ -19,6 +19,7 @@ from data_adapters.synth_study import synth_for_experiment
 from medsplit.config import load_experiment
 from medsplit.errors import DataError
 from medsplit.runtime.node import Node
+from sites.cli import main as medsplit
 from sites.nodes import site_options
 from sites.run import open_experiment, run_in_process
 
@@ -49,7 +50,10 @@ def _both(path: Path, site: str, tmp_path: Path) -> str:
     with pytest.raises(DataError) as local:
         open_experiment(exp)
     entry = exp.site(site)
-    opts = site_options(str(entry.config), experiment=str(path), server="127.0.0.1:1", run_dir=tmp_path / site)
+    study = tmp_path / "identities"  # a site node starts only with a way to know the real server
+    assert medsplit(["provision", str(study), "--experiment", str(path)]) == 0
+    opts = site_options(str(entry.config), experiment=str(path), server="127.0.0.1:1", run_dir=tmp_path / site,
+                        identity=study / site)
     with pytest.raises(DataError) as node:
         Node(opts)
     assert str(node.value) == str(local.value)
