@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import launcher
+from dashboard.settings import REFRESH_SECONDS
 from medsplit.runstore import RunStore
 from tests.dashboard.helpers import metrics, start_dashboard, stop_dashboard
 
@@ -153,6 +154,10 @@ def test_design_launch_watch_stop_resume_compare(dashboard, tmp_path):
 
             # resume from its checkpoints, to the end
             _section(page, "Launch", "Launch")
+            # the section switch's run has finished (its last element is drawn) before the click: a click during
+            # that run can meet the Progress section's refresh timer, which Streamlit drops with the click
+            page.get_by_text("Sites' data (counts only)").wait_for()
+            time.sleep(REFRESH_SECONDS + 1)
             page.get_by_role("button", name="Resume run").click(timeout=90_000)
             try:
                 _until("the run to be queued again", lambda: RunStore(runs / "walk", readonly=True).info()["status"]
