@@ -5,7 +5,8 @@ with pipelined steps.
 For each rate, every mode (a server process and a site process over gloo, the engine's epoch loop in each:
 ``benchmarks/ct_bench.py``) trains the CT model for ``--steps`` steps per round; the modes take turns in
 rounds, and each is reported as a ratio to plain float32 gloo in the same round (median over rounds, with
-the interquartile range as its spread). Needs root and iproute2; says so and exits 2 where it cannot run.
+its spread: the half-width of the median's 95% confidence interval, ``benchmarks/rounds.py``; the JSON keeps
+the interquartile range too). Needs root and iproute2; says so and exits 2 where it cannot run.
 The namespaces are removed when it ends, also after an error or Ctrl-C (``benchmarks/netns.py``).
 
     PYTHONPATH=. .venv/bin/python benchmarks/netns_link.py --rates 100mbit 1gbit --json netns.json
