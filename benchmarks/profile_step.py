@@ -1,9 +1,9 @@
 """Where an in-process split step spends its time next to an unsplit one: cProfile of both, on the same batches.
 
-The same CT model and data as ``split_runtime.py`` (``ct_bench``), ``--threads`` intra-op threads, ``--rounds`` rounds of ``--steps``
-steps each after one warm-up round, unsplit then local; prints the time per step of each, then the functions with
-the most time of their own for each, and the engine's own Python time per step (everything under
-``medsplit/``, not counting what it calls in torch).
+The same CT model and data as ``split_runtime.py`` (``ct_bench``), ``--threads`` intra-op threads,
+``--rounds`` rounds of ``--steps`` steps each after one warm-up round, unsplit then local; prints the time per
+step of each, then the functions with the most time of their own for each, and the engine's own Python time per
+step (everything under ``medsplit/``, not counting what it calls in torch).
 
     PYTHONPATH=. .venv/bin/python benchmarks/profile_step.py --steps 10 --rounds 3
 """
