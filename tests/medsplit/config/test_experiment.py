@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 
 import pytest
 import yaml
@@ -30,20 +29,6 @@ def _images(n: int, preset: str | None = None, **knobs) -> dict:
     return data
 
 
-@pytest.fixture
-def error(tmp_path, one_format):
-    """Load ``data`` from a file; the error must be in the one format and name that file."""
-
-    def check(data) -> re.Match:
-        path = tmp_path / "exp.yaml"
-        path.write_text(yaml.safe_dump(data))
-        with pytest.raises(ConfigError) as exc:
-            load_experiment(path)
-        match = one_format(exc.value)
-        assert match["file"] == str(path.resolve())
-        return match
-
-    return check
 
 
 # --- defaults come from the preset registry ------------------------------------------------------------

@@ -25,16 +25,6 @@ def _study(**over) -> dict:
     return data
 
 
-@pytest.fixture
-def error(tmp_path, one_format):
-    def check(data) -> re.Match:
-        path = tmp_path / "exp.yaml"
-        path.write_text(yaml.safe_dump(data))
-        with pytest.raises(ConfigError) as exc:
-            load_experiment(path)
-        return one_format(exc.value)
-
-    return check
 
 
 def test_ct_mr_and_ehr_sites_each_get_their_own_part():
