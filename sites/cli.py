@@ -9,8 +9,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from medsplit import __version__
 from medsplit.errors import ConfigError, MedsplitError
@@ -339,29 +341,45 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 
+@contextmanager
+def _failure_to_json(path: str | os.PathLike[str] | None, **fields: Any) -> Iterator[None]:
+    """A refusal inside writes ``fields`` with status "failed" and the error to --json (when given), then goes on
+    up: a script reading the file always finds how the command ended."""
+    try:
+        yield
+    except MedsplitError as exc:
+        if path:
+            from .demo import write_json
+
+            write_json({**fields, "status": "failed", "error": str(exc)}, path)
+        raise
+
+
+def _summary_to_json(summary: dict[str, Any], path: str | os.PathLike[str] | None) -> None:
+    """The run summary to --json, when given."""
+    if path:
+        from .demo import write_json
+
+        write_json(summary, path)
+        print(f"summary written to {path}")
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import DemoOptions, run_demo, write_json
+    from .demo import DemoOptions, run_demo
 
     opts = DemoOptions(preset=args.preset, transport=args.transport, epochs=args.epochs, seed=args.seed,
                        nopeek=args.nopeek, sites=args.sites, ushaped=args.ushaped, merge=args.merge,
                        batch_size=args.batch_size, lr=args.lr, patients=args.patients, executor=args.executor,
                        data=args.data, workdir=args.workdir, run_dir=args.run_dir,
                        progress=not args.quiet and sys.stderr.isatty())
-    try:
+    with _failure_to_json(args.json, preset=args.preset, transport=args.transport, seed=args.seed,
+                          epochs=args.epochs):
         summary = run_demo(opts)
-    except MedsplitError as exc:
-        if args.json:
-            write_json({"preset": args.preset, "transport": args.transport, "seed": args.seed,
-                        "epochs": args.epochs, "status": "failed", "error": str(exc)}, args.json)
-        raise
-    if args.json:
-        write_json(summary, args.json)
-        print(f"summary written to {args.json}")
+    _summary_to_json(summary, args.json)
     return 0
 
 
 def _privacy(args: argparse.Namespace) -> int:
-    from .demo import write_json
     from .privacy import PrivacyOptions, run_privacy
 
     if args.experiment and args.preset:
@@ -373,29 +391,21 @@ def _privacy(args: argparse.Namespace) -> int:
                           aux_patients=args.aux_patients, batch_size=args.batch_size, lr=args.lr,
                           decoder_steps=args.decoder_steps, run_dir=args.run_dir,
                           progress=not args.quiet and sys.stderr.isatty())
-    try:
+    with _failure_to_json(args.json, preset=opts.preset, experiment=args.experiment, seed=args.seed):
         summary = run_privacy(opts)
-    except MedsplitError as exc:
-        if args.json:
-            write_json({"preset": opts.preset, "experiment": args.experiment, "seed": args.seed,
-                        "status": "failed", "error": str(exc)}, args.json)
-        raise
-    if args.json:
-        write_json(summary, args.json)
-        print(f"summary written to {args.json}")
+    _summary_to_json(summary, args.json)
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from medsplit.config import load_experiment
 
-    from .demo import write_json
     from .launch import run_processes
     from .run import run_in_process
 
     exp = load_experiment(args.experiment)
     run_dir = args.run_dir or exp.server.run_dir
-    try:
+    with _failure_to_json(args.json, experiment=str(exp.path), transport=args.transport):
         if args.transport == "local":
             summary = run_in_process(exp, transport=args.transport, run_dir=run_dir, executor=args.executor,
                                      progress=not args.quiet and sys.stderr.isatty(), resume=args.resume)
@@ -403,15 +413,8 @@ def _run(args: argparse.Namespace) -> int:
             assert exp.path is not None  # load_experiment records the file it read
             summary = run_processes(exp.path, transport=args.transport, run_dir=run_dir, fresh=not args.resume,
                                     share_imports=args.share_imports)
-    except MedsplitError as exc:
-        if args.json:
-            write_json({"experiment": str(exp.path), "transport": args.transport, "status": "failed",
-                        "error": str(exc)}, args.json)
-        raise
     print(f"run store: {run_dir}")
-    if args.json:
-        write_json(summary, args.json)
-        print(f"summary written to {args.json}")
+    _summary_to_json(summary, args.json)
     return 0
 
 
