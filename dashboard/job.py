@@ -16,12 +16,10 @@ from typing import Any, TextIO
 import yaml
 
 from data_adapters.check import run_check
-from data_adapters.synth import synth_cohort
 from medsplit.config.experiment import dump_experiment, load_experiment
 from medsplit.runstore import FINAL_STATUSES, RunStore
 
-from .cohorts import data_plan, on_cohort, synth_for_available
-from .launcher import DESIGN_FILE, JOB_FILE, LOG_FILE, ROOT, env, medsplit_argv, run_argv
+from .launcher import DESIGN_FILE, JOB_FILE, LOG_FILE, ROOT, SYNTH_DATA, env, medsplit_argv, run_argv
 
 __all__ = ["main", "prepare", "CHILD_GRACE"]
 
@@ -40,23 +38,16 @@ def prepare(run_dir: Path, job: dict[str, Any], log: TextIO) -> Path:
     each site's data check under RUN_DIR/reports (shown as counts). Returns the experiment's path."""
     design, data = job["design"], run_dir / "data"
     (run_dir / DESIGN_FILE).write_text(yaml.safe_dump(design, sort_keys=False))
-    plan = data_plan(design, patients=job["patients"], seed=job["seed"], synth_for=synth_for_available(str(ROOT)))
-    if not plan.fits:
-        raise RuntimeError("this install cannot synthesise data for the design: " + "; ".join(plan.problems))
     with RunStore(run_dir) as store:
-        store.set_info(data=plan.describe())
+        store.set_info(data=SYNTH_DATA)
     path = run_dir / EXPERIMENT
-    if plan.how == "for":
-        argv = [*medsplit_argv(), "synth", "--for", str(run_dir / DESIGN_FILE), "--out", str(data),
-                "--patients", str(job["patients"]), "--seed", str(job["seed"])]
-        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env(),
-                       check=True, timeout=SYNTH_TIMEOUT)
-        written = load_experiment(data / EXPERIMENT)
-        dump_experiment(dict(written.raw, server={**dict(written.raw.get("server") or {}), "run_dir": "."},
-                             sites=[dict(s, config=f"data/{s['config']}") for s in written.raw["sites"]]), path)
-    else:  # in this process: a second interpreter would only add its start-up time
-        synth_cohort(data, **plan.cohort)
-        dump_experiment(on_cohort(design, "data"), path)
+    argv = [*medsplit_argv(), "synth", "--for", str(run_dir / DESIGN_FILE), "--out", str(data),
+            "--patients", str(job["patients"]), "--seed", str(job["seed"])]
+    subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env(),
+                   check=True, timeout=SYNTH_TIMEOUT)
+    written = load_experiment(data / EXPERIMENT)
+    dump_experiment(dict(written.raw, server={**dict(written.raw.get("server") or {}), "run_dir": "."},
+                         sites=[dict(s, config=f"data/{s['config']}") for s in written.raw["sites"]]), path)
     reports = run_dir / REPORTS
     reports.mkdir(exist_ok=True)
     for site in load_experiment(path).sites:

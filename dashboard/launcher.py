@@ -19,13 +19,16 @@ from medsplit.errors import ConfigError
 from medsplit.runstore import FINAL_STATUSES, RUNSTORE_FILE, RunStore
 from medsplit.transport import transport_names
 
-__all__ = ["ROOT", "LAUNCH_FILE", "LOG_FILE", "JOB_FILE", "DESIGN_FILE", "Launch", "medsplit_argv", "run_transports",
-           "run_argv", "job_argv", "env", "start", "resume", "launch", "launch_state", "stop", "escalate",
-           "GRACE_SECONDS"]
+__all__ = ["ROOT", "SYNTH_DATA", "LAUNCH_FILE", "LOG_FILE", "JOB_FILE", "DESIGN_FILE", "Launch", "medsplit_argv",
+           "run_transports", "run_argv", "job_argv", "env", "start", "resume", "launch", "launch_state", "stop",
+           "escalate", "GRACE_SECONDS"]
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: `python -m sites.cli` works from here uninstalled
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
+#: what Launch says, before a run starts, of the data it writes (`dashboard.job` writes it)
+SYNTH_DATA = ("Launch writes synthetic files for this design as written (`medsplit synth --for`): each site with "
+              "its own data keys, shapes and labels. They are never shown here.")
 JOB_FILE = "job.json"  # what the job runs: the design, transport, patients, seed, and whether it resumes
 DESIGN_FILE = "design.yaml"  # the design as launched
 GRACE_SECONDS = 10.0  # after Stop's SIGTERM, then SIGKILL

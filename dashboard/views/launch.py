@@ -9,7 +9,6 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import launcher, runs
-from dashboard.cohorts import data_plan, synth_for_defined
 from dashboard.settings import REFRESH_SECONDS, Places, check_run_name
 from dashboard.views import topology
 from dashboard.views.common import node_table, pick_run, report_tables, step_counter
@@ -93,15 +92,8 @@ def _start_form(places: Places) -> None:
         if key in problems:
             with c[i]:
                 st.error(problems[key])
-    plan = data_plan(data, patients=int(ss["l_patients"]), seed=int(ss["l_seed"]),
-                     synth_for=synth_for_defined(str(launcher.ROOT)))
-    if plan.fits:
-        st.info(plan.describe(), icon=":material/database:")
-    else:
-        st.error("This install's `medsplit synth` cannot write data for this design as written, and Launch does not "
-                 "swap in other data: " + "; ".join(plan.problems) + ". Change the design in **Topology** to what "
-                 "the cohort holds, or run it on the sites' own data with `medsplit run`.")
-    st.button("Start run", type="primary", key="b_start", disabled=bool(problems) or not plan.fits,
+    st.info(launcher.SYNTH_DATA, icon=":material/database:")
+    st.button("Start run", type="primary", key="b_start", disabled=bool(problems),
               on_click=_start, args=({"design": data},))
     if "l_msg" in ss:
         kind, msg = ss.pop("l_msg")

@@ -10,7 +10,6 @@ import sys
 import yaml
 
 from dashboard import launcher
-from dashboard.cohorts import data_plan
 from dashboard.designs import Designs
 from dashboard.experiments import default_experiment
 from medsplit.config.experiment import load_experiment
@@ -72,9 +71,6 @@ def test_launch_says_what_data_it_writes_and_runs_the_design_as_written(app_in, 
     at.run()
     assert any("synthetic files for this design as written" in i.value for i in at.info)
     assert not at.button(key="b_start").disabled
-    # an install whose synth writes only the fixed cohorts says why it cannot, rather than swap in other data
-    plan = data_plan(design, patients=100, seed=0, synth_for=False)
-    assert not plan.fits and "site 'site_2' declares ehr as table [15]" in " ".join(plan.problems)
 
 
 def test_a_batch_larger_than_the_cohort_is_refused_at_launch(app_in, tmp_path):
@@ -171,3 +167,23 @@ def test_the_job_records_a_run_that_ended_without_saying_how(tmp_path):
     info = RunStore(run_dir, readonly=True).info()
     assert info["status"] == "failed" and info["ended"]
     assert info["reason"].startswith("`medsplit run` exited with status 2 without recording how the run ended")
+
+
+def test_a_design_synth_cannot_write_data_for_fails_before_training(tmp_path):
+    """The job writes data only with `medsplit synth --for`: a design it refuses (here: no sites) ends the run as
+    failed before any training, with synth's own reason in the run's log, and no other data is swapped in."""
+    run_dir = tmp_path / "nodata"
+    run_dir.mkdir()
+    (run_dir / launcher.JOB_FILE).write_text(json.dumps({"design": {"experiment": "empty", "sites": []},
+                                                         "transport": "local", "patients": 40, "seed": 0,
+                                                         "resume": False}))
+    job = subprocess.run(launcher.job_argv(run_dir), cwd=launcher.ROOT, env=launcher.env(), capture_output=True,
+                         timeout=300)
+    assert job.returncode == 1, job.stderr.decode()[-2000:]
+    info = RunStore(run_dir, readonly=True).info()
+    assert info["status"] == "failed" and info["reason"].startswith("could not start:")
+    assert info["data"] == launcher.SYNTH_DATA
+    log = (run_dir / launcher.LOG_FILE).read_text()  # synth's own words, where the run logs
+    assert "design.yaml: sites: is empty" in log and "fix: give at least 1 item" in log
+    assert not (run_dir / "data").exists() or not list((run_dir / "data").rglob("*.csv"))
+    assert not RunStore(run_dir, readonly=True).rows("metrics")
