@@ -100,13 +100,18 @@ def test_design_launch_watch_stop_resume_compare(dashboard, tmp_path):
             # design: one site holding a table, with the study's own (paced) encoder; 3 epochs of batch 2
             _choose(page, "Preset", "vanilla")
             _until("the vanilla preset", lambda: "preset: vanilla" in _yaml(page))
-            _choose(page, "Kind", "table")
-            _type(page, "Data key", "ehr")
-            _type(page, "Per-sample shape", "11")
-            _choose(page, "Encoder", "module")
-            _type(page, "Encoder module", "tests.dashboard.pace:encoder")
-            _type(page, "Epochs", "3")
-            _type(page, "Batch size", "2")
+            # each edit lands in the stored design before the next, as a user sees one change before making
+            # another (an edit typed while the page redraws the last one may land on the old widget)
+            for edit, shows in [(lambda: _choose(page, "Kind", "table"), "kind: table"),
+                                (lambda: _type(page, "Data key", "ehr"), "ehr:"),
+                                (lambda: _type(page, "Per-sample shape", "11"), "shape: [11]"),
+                                (lambda: _choose(page, "Encoder", "module"), "kind: module"),
+                                (lambda: _type(page, "Encoder module", "tests.dashboard.pace:encoder"),
+                                 "tests.dashboard.pace:encoder"),
+                                (lambda: _type(page, "Epochs", "3"), "epochs: 3"),
+                                (lambda: _type(page, "Batch size", "2"), "batch_size: 2")]:
+                edit()
+                _until(f"the design to show {shows}", lambda shows=shows: shows in _yaml(page), timeout=60)
             _until("the design to hold every change", lambda: all(
                 s in _yaml(page) for s in ("tests.dashboard.pace:encoder", "shape: [11]", "epochs: 3",
                                            "batch_size: 2")))
@@ -156,7 +161,7 @@ def test_design_launch_watch_stop_resume_compare(dashboard, tmp_path):
             _section(page, "Launch", "Launch")
             # the section switch's run has finished (its last element is drawn) before the click: a click during
             # that run can meet the Progress section's refresh timer, which Streamlit drops with the click
-            page.get_by_text("Sites' data (counts only)").wait_for()
+            page.get_by_text("Sites' data (counts only)").last.wait_for()
             time.sleep(REFRESH_SECONDS + 1)
             page.get_by_role("button", name="Resume run").click(timeout=90_000)
             try:
