@@ -1,8 +1,11 @@
-"""Shared fixtures: deterministic torch, small synthetic cohorts, the one config error format."""
+"""Shared fixtures: deterministic torch, small synthetic cohorts, the one config error format, a study's own package."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -131,3 +134,40 @@ def loopback_capture():
         pytest.skip("capturing loopback traffic needs CAP_NET_RAW (root); this machine does not grant it")
     yield cap
     cap.stop()
+
+
+@pytest.fixture
+def outside_package(tmp_path, monkeypatch):
+    """A package outside the project, as a study would install at every party."""
+    pkg = tmp_path / "outside" / "mystudy"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "topologies.py").write_text(textwrap.dedent('''
+        import torch
+        from medsplit import Party, Segment, Task, Topology
+
+        def build(study, knobs):
+            site = study.sites[0]
+            (key, shape), = site.data.items()
+            return Topology("mine", [Party(site.party, data=dict(site.data), labels=site.labels),
+                                     Party("server", "server")],
+                            [Segment(f"{site.party}.enc", site.party, torch.nn.Sequential(
+                                torch.nn.Flatten(), torch.nn.Linear(shape[0], knobs.hidden), torch.nn.ReLU()),
+                                (f"data:{key}",)),
+                             Segment("server.head", "server", torch.nn.Linear(knobs.hidden, 1),
+                                     (f"{site.party}.enc",))],
+                            [Task(t.name, "server.head", t.label, share_labels=True) for t in study.tasks])
+
+        def not_a_topology(study, knobs):
+            return 42
+
+        def encoder(shape, out):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(shape[0], out))
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path / "outside"))
+    # installed at every party: the processes a test starts import it too
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "outside"),
+                                                                  os.environ.get("PYTHONPATH")])))
+    yield
+    for name in [m for m in sys.modules if m.startswith("mystudy")]:
+        del sys.modules[name]

@@ -1,13 +1,11 @@
 """A study's own topology factory, from a package outside the project, runs as processes exactly as a preset does.
 
 Every party imports the factory from its own installed code (here: a folder on each process's PYTHONPATH); the
-runs over gloo and rpc give the in-process metrics, parameters trained the same way to 1e-6.
+runs over gloo and rpc give the in-process losses and metrics to 1e-6, and the same bytes and steps.
 """
 
 from __future__ import annotations
 
-import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,32 +18,9 @@ from sites.run import run_in_process
 
 pytestmark = pytest.mark.slow
 
-FACTORY = '''
-import torch
-from medsplit import Party, Segment, Task, Topology
-
-def build(study, knobs):
-    site = study.sites[0]
-    (key, shape), = site.data.items()
-    return Topology("mine", [Party(site.party, data=dict(site.data), labels=site.labels), Party("server", "server")],
-                    [Segment(f"{site.party}.enc", site.party, torch.nn.Sequential(
-                        torch.nn.Flatten(), torch.nn.Linear(shape[0], knobs.hidden), torch.nn.ReLU()),
-                        (f"data:{key}",)),
-                     Segment("server.head", "server", torch.nn.Linear(knobs.hidden, 1), (f"{site.party}.enc",))],
-                    [Task(t.name, "server.head", t.label, share_labels=True) for t in study.tasks])
-'''
-
-
 @pytest.fixture
-def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The factory's package outside the checkout, on every process's path, and files written for the design."""
-    pkg = tmp_path / "outside" / "mystudy"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "topologies.py").write_text(textwrap.dedent(FACTORY))
-    monkeypatch.syspath_prepend(str(tmp_path / "outside"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "outside"),
-                                                                  os.environ.get("PYTHONPATH")])))
+def study(tmp_path: Path, outside_package: None) -> Path:
+    """Files `medsplit synth --for` wrote for a design whose topology is the outside package's factory."""
     design = tmp_path / "design.yaml"
     design.write_text(yaml.safe_dump({
         "experiment": "own-factory", "seed": 3,
@@ -55,10 +30,7 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "sites": [{"name": "clinic", "modalities": {"labs": {"shape": [6], "kind": "table"}},
                    "labels": ["outcome"]}]}, sort_keys=False))
     assert medsplit(["synth", "--for", str(design), "--out", str(tmp_path / "data"), "--patients", "40"]) == 0
-    yield tmp_path / "data" / "experiment.yaml"
-    import sys
-    for name in [m for m in sys.modules if m.startswith("mystudy")]:
-        del sys.modules[name]
+    return tmp_path / "data" / "experiment.yaml"
 
 
 @pytest.mark.parametrize("transport", ["gloo", "rpc"])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -129,40 +127,6 @@ def test_every_task_kind_trains_and_reports_its_metrics():
 def test_a_bad_task_is_refused_at_its_key(tasks, key, problem, error):
     m = error(_study(tasks=tasks))
     assert m["key"] == key and problem in m["problem"], m.group(0)
-
-
-@pytest.fixture
-def outside_package(tmp_path, monkeypatch):
-    """A package outside the project, as a study would install at every party."""
-    pkg = tmp_path / "outside" / "mystudy"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "topologies.py").write_text(textwrap.dedent('''
-        import torch
-        from medsplit import Party, Segment, Task, Topology
-
-        def build(study, knobs):
-            site = study.sites[0]
-            (key, shape), = site.data.items()
-            return Topology("mine", [Party(site.party, data=dict(site.data), labels=site.labels),
-                                     Party("server", "server")],
-                            [Segment(f"{site.party}.enc", site.party, torch.nn.Sequential(
-                                torch.nn.Flatten(), torch.nn.Linear(shape[0], knobs.hidden), torch.nn.ReLU()),
-                                (f"data:{key}",)),
-                             Segment("server.head", "server", torch.nn.Linear(knobs.hidden, 1),
-                                     (f"{site.party}.enc",))],
-                            [Task(t.name, "server.head", t.label, share_labels=True) for t in study.tasks])
-
-        def not_a_topology(study, knobs):
-            return 42
-
-        def encoder(shape, out):
-            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(shape[0], out))
-    '''))
-    monkeypatch.syspath_prepend(str(tmp_path / "outside"))
-    yield
-    for name in [m for m in sys.modules if m.startswith("mystudy")]:
-        del sys.modules[name]
 
 
 def _one_table(**topology) -> dict:
