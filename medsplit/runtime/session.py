@@ -7,6 +7,7 @@ the host (which merges every party's into the run store), and stopping at an epo
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,14 +64,15 @@ class NodeHooks(LoopHooks):
                  f"received from: {sites or '-'}")
 
     def _peer_losses(self) -> dict[str, float]:
-        """The latest loss each other party shared (U-shaped: labels stay there); anything but numbers is dropped."""
+        """The latest loss each other party shared (U-shaped: labels stay there): only finite numbers for tasks of
+        this plan are kept, so a peer cannot write anything else into the progress lines or the run store."""
         node, losses = self.node, {}
         for p in node.active:
             if p != node.me:
                 theirs = node.control.get(p, node.session, "loss")
                 if isinstance(theirs, dict):
-                    losses.update({str(t): float(v) for t, v in theirs.items()
-                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                    losses.update({t: float(v) for t, v in theirs.items() if t in node.plan.tasks
+                                   and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
         return losses
 
     def _record_step(self, steps: StepLog, epoch: int, done: int, total: int) -> None:
